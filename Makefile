@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine: `make repro` (whole pipeline on the demo data) and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.medklip-installed
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: setup repro test sync-check clean-nbs lint bench
+
+setup: $(STAMP)
+
+# torch goes first (CPU wheel here, your CUDA build elsewhere); everything else is pinned by constraints.txt,
+# which also pins torch, so no later install can pull a different (CUDA) torch.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$$(grep '^torch==' constraints.txt)"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+repro: $(STAMP)
+	$(BIN)/medklip demo-data --config params.yaml
+	$(BIN)/dvc repro
+
+# Fails when nbdev_export or nbdev_clean would change anything: notebooks not clean or package out of sync.
+sync-check: $(STAMP)
+	@before=$$(git status --porcelain --untracked-files=all -- nbs medklip; git diff -- nbs medklip | sha1sum); \
+	 $(BIN)/nbdev_export && $(BIN)/nbdev_clean && \
+	 after=$$(git status --porcelain --untracked-files=all -- nbs medklip; git diff -- nbs medklip | sha1sum); \
+	 if [ "$$before" != "$$after" ]; then \
+	   echo "sync-check: notebooks were not clean or medklip/ was out of sync with nbs/; nbdev_export/nbdev_clean fixed the tree:"; \
+	   git status --short -- nbs medklip; echo "review and commit the result"; exit 1; fi; \
+	 echo "sync-check: notebooks clean, package in sync"
+
+test: $(STAMP) sync-check
+	$(BIN)/nbdev_test --flags ""
+	$(BIN)/python -m pytest || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest: no tests collected" || exit $$rc; }

@@ -1,0 +1,17 @@
+"Shared fixtures: offline hub, the optional ../shared data folder, tiny temporary trees."
+import os
+from pathlib import Path
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MEDKLIP_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    "The ../shared folder (real public data and scorers); tests that need it skip cleanly where a clone has none."
+    if not SHARED.is_dir(): pytest.skip(f"{SHARED} not present (only developer machines and CI have ../shared)")
+    return SHARED

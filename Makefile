@@ -3,9 +3,11 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.medklip-installed
+# the stamp is keyed by the content of the install files (nbdev_export rewrites pyproject.toml's mtime)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup repro test sync-check clean-nbs lint bench
 
@@ -13,11 +15,12 @@ setup: $(STAMP)
 
 # torch goes first (CPU wheel here, your CUDA build elsewhere); everything else is pinned by constraints.txt,
 # which also pins torch, so no later install can pull a different (CUDA) torch.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP):
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$$(grep '^torch==' constraints.txt)"
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	rm -f $(VENV)/.installed-*
 	touch $@
 
 repro: $(STAMP)

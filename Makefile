@@ -23,8 +23,11 @@ $(STAMP):
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# The demo corpus is generated (deterministically, idempotently) into data/demo, recorded in data.dvc, then
+# the DVC pipeline runs. With your own data in data/ and params.yaml pointing at it, the same target applies.
 repro: $(STAMP)
 	$(BIN)/medklip demo-data --config params.yaml
+	$(BIN)/dvc add -q data
 	$(BIN)/dvc repro
 
 # Fails when nbdev_export or nbdev_clean would change anything: notebooks not clean or package out of sync.

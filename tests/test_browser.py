@@ -1,0 +1,133 @@
+"Real-browser test: JupyterLab + headless Chromium run the inspector notebook and react to a widget change."
+import json, os, shutil, signal, socket, subprocess, sys, time, urllib.request, uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                 '--disable-background-networking', '--disable-component-update', '--disable-sync']
+SCREENSHOT_COPY = Path('/tmp/inspector_screenshot.png')
+
+
+def _chromium() -> str | None:
+    "System Chromium (Debian package) or another Chrome; Playwright never downloads a browser here."
+    env = os.environ.get('MEDKLIP_CHROMIUM')
+    if env: return env if Path(env).exists() else None
+    for name in ('/usr/bin/chromium', 'chromium', 'chromium-browser', 'google-chrome'):
+        p = shutil.which(name)
+        if p: return p
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    "A JupyterLab server on 127.0.0.1 serving a copy of nbs/inspector.ipynb; stopped (process group) at teardown."
+    if _chromium() is None: pytest.skip("no chromium: run tools/ci_browser_setup.sh (apt-get install chromium) or set MEDKLIP_CHROMIUM")
+    pytest.importorskip('playwright.sync_api', reason="python package playwright missing: pip install -c constraints.txt playwright")
+    if not (BIN/'jupyter-lab').exists(): pytest.skip(f"jupyter-lab not installed in {BIN}")
+    root, home = tmp_path/'root', tmp_path/'home'
+    root.mkdir(); home.mkdir()
+    nb = json.loads((REPO/'nbs'/'inspector.ipynb').read_text())
+    nb['metadata']['kernelspec'] = dict(name='python3', display_name='Python 3', language='python')
+    (root/'inspector.ipynb').write_text(json.dumps(nb))
+    # user settings: start the notebook's kernel without a dialog, no news/update requests, no toasts
+    for plugin, conf in {'notebook-extension/tracker': dict(autoStartDefaultKernel=True),
+                         'apputils-extension/notification': dict(fetchNews='false', checkForUpdates=False, doNotDisturbMode=True)}.items():
+        f = home/'settings'/'@jupyterlab'/f'{plugin}.jupyterlab-settings'
+        f.parent.mkdir(parents=True, exist_ok=True); f.write_text(json.dumps(conf))
+    token, port = uuid.uuid4().hex, _free_port()
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'JUPYTER_CONFIG_DIR': str(home/'config'),
+           'JUPYTER_DATA_DIR': str(home/'data'), 'JUPYTER_RUNTIME_DIR': str(home/'runtime'),
+           'JUPYTERLAB_SETTINGS_DIR': str(home/'settings'), 'JUPYTERLAB_WORKSPACES_DIR': str(home/'workspaces'),
+           'IPYTHONDIR': str(home/'ipython'), 'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log = open(tmp_path/'lab.log', 'w')
+    proc = subprocess.Popen([str(BIN/'jupyter'), 'lab', '--no-browser', f'--ServerApp.token={token}',
+                             '--ServerApp.ip=127.0.0.1', f'--ServerApp.port={port}', '--ServerApp.port_retries=0',
+                             f'--ServerApp.root_dir={root}', '--allow-root',
+                             '--LabApp.news_url=', '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate'],
+                            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f'http://127.0.0.1:{port}'
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f'{url}/api/status?token={token}', timeout=2); break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"JupyterLab did not start:\n{(tmp_path/'lab.log').read_text()[-3000:]}")
+                time.sleep(0.3)
+        yield dict(url=url, token=token, root=root, tmp=tmp_path)
+    finally:
+        try: os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError: pass
+        try: proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL); proc.wait(5)
+        log.close()
+
+
+# each <img> of the widget drawn to a canvas: compares pixels, not blob: URLs
+_IMG_DATA = """() => Array.from(document.querySelectorAll('img.widget-image')).map(im => {
+  const c = document.createElement('canvas'); c.width = im.naturalWidth; c.height = im.naturalHeight;
+  c.getContext('2d').drawImage(im, 0, 0); return c.toDataURL(); })"""
+
+
+def test_inspector_in_jupyterlab(lab):
+    from playwright.sync_api import sync_playwright
+    t0 = time.time()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=dict(width=1400, height=1000))
+            page.goto(f"{lab['url']}/lab/tree/inspector.ipynb?token={lab['token']}", timeout=30_000)
+            page.wait_for_selector('.jp-Notebook .jp-Cell', timeout=30_000)
+            page.locator('.jp-StatusBar-Widget', has_text='Idle').first.wait_for(timeout=30_000)   # kernel started
+            dialog = page.locator('.jp-Dialog').get_by_role('button', name='Select')   # in case a kernel dialog shows
+            if dialog.count(): dialog.click()
+            # Run ▸ Run All Cells from the menu bar
+            page.locator('#jp-MainMenu').get_by_text('Run', exact=True).click()
+            page.locator('.lm-Menu-content').get_by_text('Run All Cells', exact=True).click()
+            imgs = page.locator('img.widget-image')
+            imgs.nth(1).wait_for(timeout=45_000)             # one panel per initially selected entity
+            page.wait_for_function("() => Array.from(document.querySelectorAll('img.widget-image'))"
+                                   ".every(i => i.complete && i.naturalWidth > 0)", timeout=15_000)
+            before = page.evaluate(_IMG_DATA)
+            assert len(before) == 2 and before[0] != before[1]
+
+            # type a description and press Enter: a third panel with its own heatmap appears
+            box = page.get_by_placeholder('free-text description', exact=False)
+            box.fill('fluid in the left pleural space'); box.press('Enter')
+            imgs.nth(2).wait_for(timeout=20_000)
+            page.wait_for_function("() => Array.from(document.querySelectorAll('img.widget-image'))"
+                                   ".every(i => i.complete && i.naturalWidth > 0)", timeout=15_000)
+            after_text = page.evaluate(_IMG_DATA)
+            assert len(after_text) == 3 and after_text[2] not in before
+            assert page.get_by_text('fluid in the left pleural space').first.is_visible()
+
+            # move the opacity slider with the keyboard: every overlay is re-rendered
+            handle = page.locator('.widget-slider', has=page.get_by_text('opacity', exact=True)).locator('.noUi-handle')
+            handle.focus()
+            for _ in range(4): handle.press('ArrowRight')
+            page.wait_for_function(f"(prev) => {{ const now = ({_IMG_DATA})(); return now.length === 3 && now[0] !== prev[0]; }}",
+                                   arg=after_text, timeout=15_000)
+            page.wait_for_timeout(300)                       # let the last re-render settle before the picture
+            imgs.nth(0).scroll_into_view_if_needed(timeout=5_000)
+            shot = lab['tmp']/'inspector.png'
+            page.screenshot(path=str(shot), full_page=True)
+            shutil.copy(shot, SCREENSHOT_COPY)
+            text = page.locator('.jp-Notebook').inner_text()
+            assert 'existence score' in text and 'Error' not in text.split('existence score')[0][-200:]
+        except Exception:
+            fail = lab['tmp']/'inspector_failure.png'
+            page.screenshot(path=str(fail), full_page=True)
+            shutil.copy(fail, '/tmp/inspector_failure.png')
+            raise
+        finally:
+            browser.close()
+    assert time.time() - t0 < 90, f"browser test took {time.time() - t0:.0f} s"

@@ -1,0 +1,122 @@
+"Demo corpus generator: determinism, MIMIC-CXR-JPG layout, masks in their regions, labels, unseen finding, idempotency."
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from medklip.core import MedklipError
+from medklip.data.demo import (CHEXPERT_COLUMNS, DemoParams, demo_data_cli, demo_findings, demo_spec, generate_demo,
+                               read_manifest, unseen_finding)
+
+SMALL = dict(n_patients=12, size=(96, 120), unseen_rate=0.6)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("c") / "demo"
+    generate_demo(out, DemoParams(seed=3, **SMALL))
+    return out
+
+
+def _tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_deterministic_and_seed_dependent(tmp_path, corpus):
+    generate_demo(tmp_path / "a", DemoParams(seed=3, **SMALL))
+    assert _tree(tmp_path / "a") == _tree(corpus)
+    generate_demo(tmp_path / "b", DemoParams(seed=4, **SMALL))
+    b = _tree(tmp_path / "b")
+    assert pd.read_csv(tmp_path / "b/demo/labels.csv").drop(columns=["dicom_id", "study_id"]).to_csv() != \
+        pd.read_csv(corpus / "demo/labels.csv").drop(columns=["dicom_id", "study_id"]).to_csv() or b.keys() != _tree(corpus).keys()
+
+
+def test_layout(corpus):
+    meta = pd.read_csv(corpus / "mimic-cxr-2.0.0-metadata.csv")
+    split = pd.read_csv(corpus / "mimic-cxr-2.0.0-split.csv")
+    chex = pd.read_csv(corpus / "mimic-cxr-2.0.0-chexpert.csv")
+    assert {"dicom_id", "subject_id", "study_id", "ViewPosition", "Rows", "Columns"} <= set(meta.columns)
+    assert list(split.columns) == ["dicom_id", "study_id", "subject_id", "split"]
+    assert list(chex.columns) == ["subject_id", "study_id", *CHEXPERT_COLUMNS]
+    assert set(split.split) <= {"train", "validate", "test"} and split.groupby("subject_id").split.nunique().max() == 1
+    assert set(chex.drop(columns=["subject_id", "study_id"]).stack().unique()) <= {1.0, 0.0, -1.0}
+    for r in meta.itertuples():
+        s = str(r.subject_id)
+        img = Image.open(corpus / f"files/p{s[:2]}/p{s}/s{r.study_id}/{r.dicom_id}.jpg")
+        assert img.mode == "L" and img.size == (r.Columns, r.Rows)
+        assert (corpus / f"mimic-cxr-reports/files/p{s[:2]}/p{s}/s{r.study_id}.txt").exists()
+        anat = np.array(Image.open(corpus / f"demo/anatomy/{r.dicom_id}.png"))
+        assert anat.shape == (r.Rows, r.Columns)
+    regions = json.loads((corpus / "demo/anatomy_regions.json").read_text())
+    assert set(regions.values()) == set(demo_spec()["regions"].values())
+    m = read_manifest(corpus)
+    assert m["seed"] == 3 and m["unseen_finding"] == "pneumoperitoneum" and m["n_images"] == len(meta)
+
+
+def test_masks_inside_image_and_region(corpus):
+    f = pd.read_csv(corpus / "demo/findings.csv")
+    meta = pd.read_csv(corpus / "mimic-cxr-2.0.0-metadata.csv").set_index("dicom_id")
+    pos = read_manifest(corpus)["position_regions"]
+    assert len(f) > 0
+    for r in f.itertuples():
+        mask = np.array(Image.open(corpus / r.mask)) > 0
+        assert mask.shape == (meta.Rows[r.dicom_id], meta.Columns[r.dicom_id]) and mask.sum() == r.area > 0
+        ys, xs = np.nonzero(mask)
+        assert (r.x0, r.y0, r.x1, r.y1) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        anat = np.array(Image.open(corpus / f"demo/anatomy/{r.dicom_id}.png"))
+        assert np.isin(anat[mask], pos[r.position]).all(), (r.dicom_id, r.finding, r.position)
+
+
+def test_labels_match_findings(corpus):
+    f = pd.read_csv(corpus / "demo/findings.csv")
+    lab = pd.read_csv(corpus / "demo/labels.csv")
+    assert list(lab.columns) == ["dicom_id", "study_id", "split", *demo_findings()]
+    have = set(zip(f.dicom_id, f.finding))
+    for r in lab.itertuples(index=False):
+        for k in demo_findings(): assert getattr(r, k) == int((r.dicom_id, k) in have)
+
+
+def test_unseen_finding_never_named_nor_in_train(corpus):
+    lab = pd.read_csv(corpus / "demo/labels.csv")
+    u = unseen_finding()
+    assert lab.loc[lab.split == "train", u].sum() == 0 and lab.loc[lab.split != "train", u].sum() > 0
+    words = ("pneumoperitoneum", "free air", "subdiaphragmatic")
+    for p in (corpus / "mimic-cxr-reports").rglob("*.txt"):
+        assert not any(w in p.read_text().lower() for w in words)
+
+
+def test_reports_phrasing_and_chexpert(corpus):
+    texts = [p.read_text() for p in (corpus / "mimic-cxr-reports").rglob("*.txt")]
+    assert all("FINDINGS:" in t and "IMPRESSION:" in t for t in texts)
+    joined = "\n".join(texts).lower()
+    assert "no " in joined and any(w in joined for w in ("possible", "may represent", "cannot be excluded"))
+    chex = pd.read_csv(corpus / "mimic-cxr-2.0.0-chexpert.csv")
+    lab = pd.read_csv(corpus / "demo/labels.csv").merge(chex, on="study_id")
+    # a finding present in the image is stated (1) or uncertain (-1) in its report, never negated or missing
+    assert set(lab.loc[lab.effusion == 1, "Pleural Effusion"]) <= {1.0, -1.0}
+    assert set(lab.loc[lab.pneumothorax == 1, "Pneumothorax"]) <= {1.0, -1.0}
+    assert (lab.loc[lab[demo_findings(seen=True)].sum(axis=1) == 0, "No Finding"] == 1).all()
+
+
+def test_idempotent_cli_and_guard(tmp_path, capsys):
+    out = tmp_path / "d"
+    args = ["--out", str(out), "--seed", "1", "--n-patients", "4", "--size", "80"]
+    assert demo_data_cli(args) == 0
+    stamp = (out / "demo/manifest.json").stat().st_mtime_ns
+    assert demo_data_cli(args) == 0 and "already complete" in capsys.readouterr().out
+    assert (out / "demo/manifest.json").stat().st_mtime_ns == stamp
+    assert demo_data_cli(args[:-1] + ["88"]) == 0 and read_manifest(out)["params"]["size"] == [88, 88]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+    (tmp_path / "other").mkdir(); (tmp_path / "other/keep.txt").write_text("x")
+    with pytest.raises(MedklipError, match="holds no medklip demo corpus"): generate_demo(tmp_path / "other", DemoParams(n_patients=3))
+
+
+def test_config_section(tmp_path):
+    cfg = tmp_path / "params.yaml"
+    cfg.write_text(f"demo_data:\n  out: {tmp_path/'x'}\n  seed: 5\n  n_patients: 3\n  size: [72, 80]\n")
+    assert demo_data_cli(["--config", str(cfg)]) == 0 and read_manifest(tmp_path / "x")["seed"] == 5
+    cfg.write_text("demo_data:\n  n_patinets: 3\n")
+    with pytest.raises(MedklipError, match="unknown key"): demo_data_cli(["--config", str(cfg), "--out", str(tmp_path / "y")])

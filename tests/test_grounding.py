@@ -1,0 +1,38 @@
+"Pointing game, IoU/Dice, boxes and SIIM run-length masks on hand-made maps."
+import numpy as np, pytest
+from medklip.eval.grounding import (GroundingAccumulator, boxes_to_mask, pointing_game, region_metrics, resize_heatmap,
+                                    rle_decode, rle_encode)
+
+
+def test_pointing_game_and_tolerance():
+    h = np.zeros((20, 20)); h[15, 15] = 1; m = np.zeros((20, 20), bool); m[2:10, 2:10] = True
+    assert not pointing_game(h, m) and not pointing_game(h, m, tolerance=5) and pointing_game(h, m, tolerance=6)
+    h[5, 5] = 2; assert pointing_game(h, m)
+
+
+def test_iou_dice_by_hand():
+    h = np.zeros((4, 4)); h[:2, :2] = 1; m = np.zeros((4, 4), bool); m[:2, :] = True
+    r = region_metrics(h, m, 0.5)
+    assert r == pytest.approx(dict(recall=0.5, precision=1.0, iou=0.5, dice=2 * 4 / 12))
+
+
+def test_nearest_resize_keeps_patch_values():
+    h = np.arange(4.).reshape(2, 2); r = resize_heatmap(h, (3, 5))
+    assert set(np.unique(r)) <= {0., 1., 2., 3.} and r.shape == (3, 5)
+
+
+def test_boxes_and_rle_roundtrip():
+    m = boxes_to_mask([dict(label='x', x0=1.2, y0=0, x1=3, y1=2)], (4, 5))
+    assert m.sum() == 4 and m[0, 1] and not m[0, 3]
+    rng = np.random.default_rng(0); mm = rng.random((17, 13)) > 0.7
+    assert (rle_decode(rle_encode(mm), (17, 13)) == mm).all()
+    assert (rle_decode(rle_encode(mm, relative=False), (17, 13), relative=False) == mm).all()
+    assert rle_decode(' -1', (3, 3)).sum() == 0
+
+
+def test_accumulator_states_thresholds():
+    a = GroundingAccumulator(raw_threshold=0.2, norm_threshold=0.7, tolerance=2)
+    h = np.zeros((5, 5)); h[1, 1] = 1; m = np.zeros((5, 5), bool); m[0:3, 0:3] = True
+    a.add('x', h, m); s = a.summary()
+    assert s['thresholds']['raw'] == 0.2 and s['thresholds']['normalised'] == 0.7 and s['thresholds']['pointing_tolerance_px'] == 2
+    assert s['overall']['pointing_game'] == 1.0

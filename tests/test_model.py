@@ -1,0 +1,60 @@
+"MedKLIP network: shapes, extra queries, heatmaps, parameter count, offline pretrained-weight error."
+import os
+import pytest
+import torch
+
+from medklip.core import MedklipError
+from medklip.model import MedKLIP, MedKLIPConfig, ResNetTrunk, count_parameters, preprocess, upsample_heatmap
+
+TINY = dict(backbone='tiny', image_size=64, d_model=32, layers=2, heads=4, ffn=64, text_dim=24)
+
+
+def test_shapes_and_extra_queries():
+    m = MedKLIP(MedKLIPConfig(**TINY)).eval()
+    x = torch.randn(3, 3, 64, 64)
+    q = torch.randn(75, 24)
+    o = m(x, q)
+    assert o['logits'].shape == (3, 75, 2) and o['position'].shape == (3, 75, 24) and o['attn'].shape == (3, 75, 4, 4)
+    extra = torch.randn(2, 24)
+    o2 = m(x, torch.cat([q, extra]))
+    assert o2['logits'].shape == (3, 77, 2)
+    # queries are decoded jointly (self-attention), but a query row is an input, never a learned parameter
+    assert not any(p.shape == (75, 32) for p in m.parameters())
+
+
+def test_heatmap_is_a_distribution_and_upsamples():
+    m = MedKLIP(MedKLIPConfig(**TINY)).eval()
+    a = m(torch.randn(2, 3, 64, 64), torch.randn(5, 24))['attn']
+    assert torch.allclose(a.sum((-1, -2)), torch.ones(2, 5), atol=1e-5) and (a >= 0).all()
+    h = upsample_heatmap(a, (64, 96))
+    assert h.shape == (2, 5, 64, 96)
+    assert torch.equal(h[..., :16, :24].amax((-1, -2)), a[..., 0, 0])  # nearest: a patch fills its block
+    assert upsample_heatmap(a, (30, 30), mode='bilinear').shape == (2, 5, 30, 30)
+
+
+def test_real_config_parameter_count_and_grid():
+    m = MedKLIP(MedKLIPConfig())
+    total = count_parameters(m, exclude=None)
+    assert 14.0e6 < total < 15.0e6
+    assert m.backbone(torch.zeros(1, 3, 224, 224)).shape == (1, 1024, 14, 14)
+
+
+def test_init_normal_002():
+    m = MedKLIP(MedKLIPConfig(**TINY))
+    w = m.decoder.layers[0].multihead_attn.in_proj_weight
+    assert abs(w.std().item() - 0.02) < 0.003 and m.classifier.bias.abs().sum() == 0
+
+
+def test_pretrained_offline_names_parameter(monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    with pytest.raises(MedklipError, match='pretrained'):
+        ResNetTrunk(pretrained='microsoft/resnet-50-definitely-not-cached')
+
+
+def test_preprocess_resizes_and_normalises():
+    x = torch.randint(0, 256, (2, 40, 50), dtype=torch.uint8)
+    y = preprocess(x, 32, 0.5, 0.25)
+    assert y.shape == (2, 3, 32, 32) and y.dtype == torch.float32
+    assert torch.equal(y[:, 0], y[:, 2])
+    z = preprocess(torch.full((1, 32, 32), 128, dtype=torch.uint8), 32, 0.5, 0.25)
+    assert torch.allclose(z, torch.full_like(z, (128 / 255 - 0.5) / 0.25), atol=1e-6)

@@ -1,0 +1,180 @@
+"Report parser: negation/uncertainty/position phenomena, label matrix, CLI contract, MIMIC folder input."
+import json
+from pathlib import Path
+import numpy as np
+import pytest
+from medklip.core import MedklipError
+from medklip.vocab import ENTITY_INDEX, POSITION_INDEX
+from medklip.text.parse import ReportParser, label_matrix, exist_vector, parse_reports_cli
+
+@pytest.fixture(scope='module')
+def rp(): return ReportParser()
+
+def ex(rp, text): return {(t['entity'], t['exist']) for t in rp.parse(text)}
+def pos(rp, text, entity): return {t['position'] for t in rp.parse(text) if t['entity'] == entity}
+
+@pytest.mark.parametrize('text,entity,exist', [
+    ('No effusion or pneumothorax.', 'pneumothorax', 0),
+    ('No effusion or pneumothorax.', 'effusion', 0),
+    ('Without evidence of pneumonia.', 'pneumonia', 0),
+    ('Lungs are free of consolidation.', 'consolidation', 0),
+    ('Negative for pneumothorax.', 'pneumothorax', 0),
+    ('The left effusion has resolved.', 'effusion', 0),
+    ('The pneumothorax is no longer seen.', 'pneumothorax', 0),
+    ('Opacity may represent pneumonia.', 'pneumonia', -1),
+    ('Opacity may represent pneumonia.', 'opacity', 1),
+    ('Possible small effusion.', 'effusion', -1),
+    ('Pneumonia cannot be excluded.', 'pneumonia', -1),
+    ('Findings suggestive of edema.', 'edema', -1),
+    ('Atelectasis versus pneumonia.', 'atelectasis', -1),
+    ('Early infiltrate is not excluded.', 'infiltrate', -1),       # double negation -> uncertain
+    ('Unchanged left pleural effusion.', 'effusion', 1),
+    ('No change in the small effusion.', 'effusion', 1),          # pseudo-negation
+    ('No edema, but there is a small pneumothorax.', 'pneumothorax', 1),  # scope ends at "but"
+    ('No edema; small pneumothorax.', 'pneumothorax', 1),
+    ('There are no XXXX of a pleural effusion.', 'effusion', 0),  # de-identification token
+    ('Small left pleural effusion.', 'effusion', 1),
+    ('Heart size is enlarged.', 'cardiomegaly', 1),
+    ('Free air beneath the right hemidiaphragm.', 'air', 1),
+    ('Cannot exclude early consolidation at the left base.', 'consolidation', -1),
+    ('Interval opacification of the left base.', 'opacity', 1),
+    ('Small right hydropneumothorax.', 'pneumothorax', 1),
+    ('Pacer leads in place.', 'pacemaker', 1),
+    ('Findings concerning for infectious process.', 'pneumonia', -1),
+    ('Interstitial fibrosis.', 'tail_abnorm_obs', 1),
+    ('Small pneumothroax on the left.', 'pneumothorax', 1),        # misspelling, fuzzy match
+    ('Kleine Pleuraergüsse; small effusion noted — stable.', 'effusion', 1),  # non-ASCII text
+])
+def test_exist(rp, text, entity, exist):
+    assert (entity, exist) in ex(rp, text)
+
+@pytest.mark.parametrize('text,entity,positions', [
+    ('Bilateral lower lobe opacities.', 'opacity', {'lower_left_lobe', 'lower_right_lobe'}),
+    ('Bibasilar atelectasis.', 'atelectasis', {'lung_bases'}),
+    ('Blunting of the left costophrenic angle.', 'blunt', {'left_costophrenic'}),
+    ('Retrocardiac opacity.', 'opacity', {'retrocardiac'}),
+    ('Right upper lobe consolidation.', 'consolidation', {'upper_right_lobe'}),
+    ('No pneumothorax.', 'pneumothorax', {'unspecified'}),
+    ('Degenerative changes of the shoulder.', 'degenerative', {'other'}),
+    ('Small left pleural effusion and right lower lobe opacity.', 'opacity', {'lower_right_lobe'}),
+])
+def test_positions(rp, text, entity, positions):
+    assert pos(rp, text, entity) == positions
+
+def test_sections_and_empty(rp):
+    assert rp.parse({'indication': 'Evaluate for pneumonia.', 'findings': 'Lungs are clear.'}) == \
+        [dict(entity='clear', position='pulmonary', exist=1)]
+    assert rp.parse('INDICATION: cough, r/o pneumonia.\nIMPRESSION: No effusion.') == \
+        [dict(entity='effusion', position='pleural_unspec', exist=0)]
+    assert rp.parse({'findings': None, 'impression': float('nan')}) == []
+    assert rp.parse('') == []
+
+def test_spacy_backend_and_missing_model():
+    sp = ReportParser(backend='spacy')
+    assert ('pneumothorax', 0) in {(t['entity'], t['exist']) for t in sp.parse('Lungs clear. No pneumothorax.')}
+    with pytest.raises(MedklipError, match='not installed'): ReportParser(backend='spacy', model='en_core_sci_absent')
+    with pytest.raises(MedklipError): ReportParser(backend='nope')
+
+def test_label_matrix_rules():
+    m = label_matrix([dict(entity='effusion', position='left_pleural', exist=0),
+                      dict(entity='effusion', position='left_pleural', exist=1),   # positive wins
+                      dict(entity='effusion', position='right_pleural', exist=0),
+                      dict(entity='edema', position='unspecified', exist=0),
+                      dict(entity='edema', position='unspecified', exist=-1),      # uncertain leaves -1 / never overrides
+                      dict(entity='opacity', position='retrocardiac', exist=-1)])
+    assert m.shape == (51, 75) and m.dtype == np.int8
+    e, p = ENTITY_INDEX, POSITION_INDEX
+    assert m[p['left_pleural'], e['effusion']] == 1 and m[p['right_pleural'], e['effusion']] == 0
+    assert m[p['unspecified'], e['edema']] == 0 and m[p['retrocardiac'], e['opacity']] == -1
+    assert (m != -1).sum() == 3
+    v = exist_vector(m)
+    assert v.shape == (75,) and v.dtype == np.int8
+    assert (v[e['effusion']], v[e['edema']], v[e['opacity']], v[e['mass']]) == (1, 0, -1, -1)
+
+def test_cli_csv_bad_row_and_atomic(tmp_path, capsys):
+    src = tmp_path/'r.csv'
+    src.write_text('study_id,findings,impression\n1,Small left pleural effusion.,No pneumothorax.\n,Edema.,\n3,,Normal.\n')
+    out, stats = tmp_path/'o.jsonl', tmp_path/'s.json'
+    assert parse_reports_cli([str(src), '--id-col', 'study_id', '--text-cols', 'findings', 'impression',
+                              '--out', str(out), '--stats', str(stats), '--workers', '2', '--quiet']) == 0
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [l['study_id'] for l in lines] == ['1', '3']
+    assert {'entity': 'effusion', 'position': 'left_pleural', 'exist': 1} in lines[0]['triplets']
+    st = json.loads(stats.read_text())
+    assert st['n_errors'] == 1 and st['errors'][0]['row'] == 3 and st['entities']['pneumothorax']['0'] == 1
+    assert 'row 3' in capsys.readouterr().err
+    assert not list(tmp_path.glob('.o.jsonl.*'))  # no temporary file left behind
+
+def test_cli_missing_column_keeps_old_output(tmp_path):
+    src = tmp_path/'r.csv'; src.write_text('id,text\n1,No effusion.\n')
+    out = tmp_path/'o.jsonl'; out.write_text('old\n')
+    with pytest.raises(MedklipError, match='missing column'):
+        parse_reports_cli([str(src), '--out', str(out), '--workers', '1', '--quiet'])
+    assert out.read_text() == 'old\n'
+
+def test_cli_mimic_folder(tmp_path):
+    d = tmp_path/'mimic-cxr-reports/files/p10/p10000032'; d.mkdir(parents=True)
+    (d/'s50414267.txt').write_text('FINAL REPORT\nINDICATION: ___ with cough, eval pneumonia.\n\n'
+                                   'FINDINGS: Small right pleural effusion.\n\nIMPRESSION: No pneumothorax.\n')
+    out = tmp_path/'o.jsonl'
+    assert parse_reports_cli([str(tmp_path/'mimic-cxr-reports'), '--out', str(out), '--workers', '1', '--quiet']) == 0
+    (line,) = [json.loads(l) for l in out.read_text().splitlines()]
+    assert line['study_id'] == '50414267'
+    trips = {(t['entity'], t['position'], t['exist']) for t in line['triplets']}
+    assert trips == {('effusion', 'right_pleural', 1), ('pneumothorax', 'unspecified', 0)}
+
+def test_iu_bench_smoke(shared_dir, tmp_path):
+    "A quick look at IU X-ray: a few hundred reports give a sane number of positive triplets."
+    import csv
+    rows = list(csv.DictReader(open(shared_dir/'data/iu_xray/reports.csv', newline='', encoding='utf-8')))[:200]
+    rp = ReportParser()
+    pos_ = sum(t['exist'] == 1 for r in rows for t in rp.parse({'findings': r['findings'], 'impression': r['impression']}))
+    assert pos_ > 100
+
+
+# --- radiological equivalences, scope rules and the hedging option (IU X-ray error analysis) ---
+@pytest.mark.parametrize('text,entity,exist', [
+    ('Right chest XXXX tip is visualized in the distal SVC.', 'catheter', 1),    # a tip in the SVC is a central line
+    ('Left chest port with tip at the cavoatrial junction.', 'catheter', 1),
+    ('Complete collapse of the left lung.', 'atelectasis', 1),                   # lung collapse = atelectasis
+    ('Collapsed right middle lobe.', 'atelectasis', 1),
+    ('Mild unfolding of the thoracic aorta.', 'tortuous', 1),
+    ('The aorta is ectatic.', 'tortuous', 1),
+    ('Pulmonary venous engorgement.', 'congestion', 1),
+    ('Mild vascular cephalization.', 'congestion', 1),
+    ('Increased pulmonary vascularity.', 'congestion', 1),
+    ('Borderline heart size.', 'cardiomegaly', 1),
+    ('Stable bilateral apical pleural capping.', 'thicken', 1),
+    ('Stable wedging of a thoracic vertebral body.', 'deformity', 1),
+    ('Pectus excavatum.', 'deformity', 1),
+    ('Pulmonary vascular engorgement appears within limits of normal.', 'congestion', 0),  # post negation
+    ('No masses or suspicious nodules.', 'nodule', 0),             # hedge adjective inside a negated list
+    ('Nodules are smaller and not definitely seen.', 'nodule', 0),
+    ('Note that fractures may not be demonstrated.', 'fracture', -1),  # disclaimer
+    ('Correlate clinically for pneumonia.', 'pneumonia', -1),
+    ('In the appropriate clinical setting this is compatible with pneumonia.', 'pneumonia', -1),
+])
+def test_equivalences_and_scope(rp, text, entity, exist):
+    assert (entity, exist) in ex(rp, text)
+
+@pytest.mark.parametrize('text,entity', [
+    ('Residuals of prior granulomatous infection.', 'pneumonia'),  # old granulomatous disease is not pneumonia
+    ('Collapse of the T7 vertebral body.', 'atelectasis'),         # vertebral collapse is not atelectasis
+    ('Suspicious nodule, no mass.', 'nodule'),                     # the comma ends the negated list: stays hedged
+])
+def test_no_false_equivalence(rp, text, entity):
+    assert (entity, 1) not in ex(rp, text) and (entity, 0) not in ex(rp, text)
+
+def test_heart_within_normal_limits_keeps_normal(rp):
+    assert ('normal', 1) in ex(rp, 'Heart size within normal limits.')
+
+def test_uncertain_as(rp):
+    txt = 'Atelectasis versus scarring. No effusion.'
+    assert ex(rp, txt) == {('atelectasis', -1), ('scar', -1), ('effusion', 0)}      # faithful default
+    assert ex(ReportParser(uncertain_as=1), txt) == {('atelectasis', 1), ('scar', 1), ('effusion', 0)}
+    with pytest.raises(MedklipError, match='uncertain_as'): ReportParser(uncertain_as=2)
+
+def test_cli_uncertain_as(tmp_path):
+    src = tmp_path/'r.csv'; src.write_text('study_id,findings,impression\n1,Atelectasis versus scarring.,\n')
+    assert parse_reports_cli([str(src), '--out', str(tmp_path/'o.jsonl'), '--workers', '1', '--quiet', '--uncertain-as', '1']) == 0
+    assert {t['exist'] for t in json.loads((tmp_path/'o.jsonl').read_text())['triplets']} == {1}

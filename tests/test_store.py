@@ -1,0 +1,90 @@
+"medklip prepare / ImageStore: contents, skip report, atomic replacement, CLI."
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from medklip.cli import main
+from medklip.core import MedklipError
+from medklip.data.io import read_image
+from medklip.data.store import ImageStore, prepare_store, resize_uint8
+
+
+def tb_tree(root, n=8, bad=()):
+    ids = [f"CHNCXR_{k:04d}_{k % 2}" for k in range(n)]
+    for k, i in enumerate(ids):
+        p = root / f"images/{i}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if k in bad: p.write_bytes(b"")
+        else: Image.fromarray(((np.arange(30 * 50).reshape(30, 50) * (k + 1)) % 256).astype(np.uint8)).save(p)
+    pd.DataFrame(dict(image_id=ids, patient_id=ids, image_path=[f"images/{i}.png" for i in ids], view="PA",
+                      tuberculosis=[k % 2 for k in range(n)])).to_csv(root / "labels.csv", index=False)
+    return ids
+
+
+def test_store_contents(tmp_path):
+    ids = tb_tree(tmp_path)
+    meta = prepare_store("tb", tmp_path, tmp_path / "st", size=24, progress=False)
+    st = ImageStore(tmp_path / "st")
+    assert len(st) == meta["n"] == 8 and st.images.shape == (8, 24, 24) and st.images.dtype == np.uint8
+    assert isinstance(st.images, np.memmap)
+    assert st.index.columns.tolist() == ["row", "image_id", "study_id", "patient_id", "split", "view", "image_path", "orig_h", "orig_w"]
+    assert st.index["image_id"].tolist() == ids and (st.index[["orig_h", "orig_w"]].to_numpy() == [30, 50]).all()
+    assert st.labels.dtype == np.float32 and st.labels[:, 0].tolist() == [k % 2 for k in range(8)]
+    assert st.pathologies == ["Tuberculosis"] and meta["skipped"] == []
+    assert np.array_equal(st.images[3], resize_uint8(read_image(tmp_path / f"images/{ids[3]}.png")[0], 24))
+    assert abs(meta["mean"] - st.images[:].mean() / 255) < 1e-6 and abs(meta["std"] - (st.images[:] / 255).std()) < 1e-6
+    parts = [st.split_indices(s) for s in ("train", "validate", "test")]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(8))
+    assert (st.index["split"].to_numpy()[parts[0]] == "train").all()
+
+
+def test_store_skips_and_lists_bad_images(tmp_path):
+    ids = tb_tree(tmp_path, bad=(2, 5))
+    meta = prepare_store("tb", tmp_path, tmp_path / "st", size=16, progress=False, workers=2)
+    assert meta["n"] == 6 and meta["n_requested"] == 8
+    assert [s["path"].rsplit("/", 1)[1] for s in meta["skipped"]] == [f"{ids[2]}.png", f"{ids[5]}.png"]
+    assert all("empty" in s["reason"] for s in meta["skipped"])
+    st = ImageStore(tmp_path / "st")
+    assert ids[2] not in st.index["image_id"].tolist() and len(st.labels) == 6
+    assert json.loads((tmp_path / "st/meta.json").read_text())["skipped"] == meta["skipped"]
+
+
+def test_store_all_bad_fails_and_keeps_old(tmp_path):
+    tb_tree(tmp_path, n=2)
+    prepare_store("tb", tmp_path, tmp_path / "st", size=8, progress=False)
+    for p in (tmp_path / "images").iterdir(): p.write_bytes(b"")
+    with pytest.raises(MedklipError, match="none of the 2 images"): prepare_store("tb", tmp_path, tmp_path / "st", size=8, progress=False)
+    assert len(ImageStore(tmp_path / "st")) == 2          # the old store is intact
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_store_replaces_atomically(tmp_path):
+    tb_tree(tmp_path, n=4)
+    prepare_store("tb", tmp_path, tmp_path / "st", size=8, progress=False)
+    prepare_store("tb", tmp_path, tmp_path / "st", size=12, progress=False)
+    assert ImageStore(tmp_path / "st").images.shape == (4, 12, 12)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "labels.csv", "st"]
+
+
+def test_cli(tmp_path, capsys):
+    tb_tree(tmp_path, n=6, bad=(1,))
+    rc = main(["prepare", "--dataset", "tb", "--root", str(tmp_path), "--out", str(tmp_path / "st"), "--size", "16",
+               "--split", "train", "validate", "test", "--workers", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "stored 5 of 6" in err and "skipped 1 unreadable" in err and "meta.json" in err
+    assert main(["prepare", "--dataset", "tb", "--root", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_imagestore_errors(tmp_path):
+    with pytest.raises(MedklipError, match="medklip prepare"): ImageStore(tmp_path)
+
+
+def test_real_tb_store(shared_dir, tmp_path):
+    root = shared_dir / "data/tb_montgomery_shenzhen"
+    meta = prepare_store("tb", root, tmp_path / "st", size=32, splits=["test"], progress=False)
+    st = ImageStore(tmp_path / "st")
+    assert len(st) == meta["n"] > 50 and (st.index["split"] == "test").all() and 0.2 < meta["mean"] < 0.8

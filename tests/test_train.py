@@ -1,0 +1,116 @@
+"Pretraining: a step learns, resume equals an uninterrupted run, NaN stops safely, checkpoints are weights_only and carry meta."
+import json
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import medklip.train as T
+from medklip.core import MedklipError
+from medklip.model import MedKLIP, MedKLIPConfig
+from medklip.vocab import ENTITIES, ENTITY_INDEX, POSITIONS, vocab_hash
+
+TINY = dict(backbone='tiny', image_size=48, d_model=32, layers=1, heads=2, ffn=64, batch_size=6, epochs=2, lr=1e-3,
+            warmup_steps=2, workers=0, val_batch_size=16)
+
+
+@pytest.fixture(scope='module')
+def corpus(tmp_path_factory):
+    return T.make_synthetic_corpus(tmp_path_factory.mktemp('corpus'), n=24, size=48)
+
+
+def _run(corpus, out, **kw):
+    settings = {**TINY, **kw.pop('settings', {})}
+    return T.pretrain(corpus/'store', corpus/'triplets.jsonl', corpus/'knowledge', out, settings, log=lambda *a: None, **kw)
+
+
+def test_training_steps_reduce_loss(corpus):
+    torch.manual_seed(0)
+    data = T.SplitData(corpus/'store', T.read_triplets(corpus/'triplets.jsonl'))
+    kn = T.load_knowledge(corpus/'knowledge')
+    model = MedKLIP(MedKLIPConfig(backbone='tiny', image_size=48, d_model=32, layers=1, heads=2, ffn=64, dropout=0.0, text_dim=32))
+    opt = torch.optim.AdamW(T.param_groups(model, 0.02), lr=1e-3)
+    x, m = data.batch(np.arange(12))
+    x = T.preprocess(x, 48, 0.3, 0.2)
+    losses = []
+    for _ in range(5):
+        loss, _ = T.medklip_loss(model(x, kn['entity_emb']), m, kn['position_emb'], generator=torch.Generator().manual_seed(0))
+        opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_weight_decay_groups():
+    model = MedKLIP(MedKLIPConfig(**{k: TINY[k] for k in ('backbone', 'image_size', 'd_model', 'layers', 'heads', 'ffn')}, text_dim=8))
+    decay, no = T.param_groups(model, 0.02)
+    assert decay['weight_decay'] == 0.02 and no['weight_decay'] == 0
+    assert all(p.ndim > 1 for p in decay['params']) and all(p.ndim <= 1 for p in no['params'])
+    assert any(p is model.decoder.norm.weight for p in no['params']) and any(p is model.classifier.bias for p in no['params'])
+
+
+def test_resume_mid_epoch_equals_uninterrupted(corpus, tmp_path):
+    _run(corpus, tmp_path/'full')
+
+    class Killed(Exception): pass
+    def kill(info):
+        if info['global_step'] == 5: raise Killed  # after the checkpoint of step 4, mid epoch 2
+    with pytest.raises(Killed):
+        _run(corpus, tmp_path/'cut', settings=dict(checkpoint_every_steps=2), callbacks=[kill])
+    ck = torch.load(tmp_path/'cut'/'last.ckpt', weights_only=True)
+    assert (ck['epoch'], ck['step_in_epoch'], ck['global_step']) == (1, 1, 4)
+    seen = []
+    s = _run(corpus, tmp_path/'cut', settings=dict(checkpoint_every_steps=2), resume=True, callbacks=[seen.append])
+    assert [i['global_step'] for i in seen] == [5, 6] and s['steps'] == 6
+    a, b = load_file(str(tmp_path/'full'/'model.safetensors')), load_file(str(tmp_path/'cut'/'model.safetensors'))
+    assert a.keys() == b.keys()
+    for k in a: torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(corpus, tmp_path, monkeypatch):
+    real, calls = T.medklip_loss, []
+    def poisoned(*a, **k):
+        loss, parts = real(*a, **k)
+        calls.append(1)
+        return (loss * float('nan') if len(calls) == 3 else loss), parts
+    monkeypatch.setattr(T, 'medklip_loss', poisoned)
+    with pytest.raises(MedklipError, match='last good checkpoint'):
+        _run(corpus, tmp_path, settings=dict(checkpoint_every_steps=2))
+    ck = torch.load(tmp_path/'last.ckpt', weights_only=True)
+    assert ck['global_step'] == 2
+    assert all(torch.isfinite(v).all() for v in ck['model'].values() if v.is_floating_point())
+    assert not (tmp_path/'model.safetensors').exists()
+
+
+def test_checkpoint_weights_only_and_meta(corpus, tmp_path):
+    s = _run(corpus, tmp_path, settings=dict(epochs=1))
+    assert s['epochs_done'] == 1 and 0 <= s['val_auc'] <= 1
+    ck = torch.load(tmp_path/'last.ckpt', weights_only=True)
+    meta = ck['meta']
+    assert meta['entities'] == ENTITIES and meta['positions'] == POSITIONS and meta['vocab_hash'] == vocab_hash()
+    assert meta['text_model'] == 'random' and meta['kb_hash'] == 'synthetic' and meta['image_size'] == 48
+    assert meta['entity_emb'].shape == (75, 32) and meta['position_emb'].shape == (51, 32)
+    stats = json.loads((corpus/'store'/'meta.json').read_text())
+    assert meta['mean'] == pytest.approx(stats['mean']) and meta['std'] == pytest.approx(stats['std'])
+    for p in (tmp_path/'last.ckpt', tmp_path, tmp_path/'model.safetensors'):
+        model, m = T.load_checkpoint(p)
+        assert not model.training and m['config']['backbone'] == 'tiny' and torch.equal(m['entity_emb'], meta['entity_emb'])
+        x = T.preprocess(torch.zeros(1, 60, 60, dtype=torch.uint8), m['image_size'], m['mean'], m['std'])
+        assert model(x, m['entity_emb'])['logits'].shape == (1, 75, 2)
+    assert (tmp_path/'dvclive').is_dir()
+
+
+def test_bad_inputs_are_clear(corpus, tmp_path):
+    with pytest.raises(MedklipError, match='unknown pretrain setting'):
+        _run(corpus, tmp_path, settings=dict(epoch=3))
+    with pytest.raises(MedklipError, match='fewer than one batch'):
+        _run(corpus, tmp_path, settings=dict(batch_size=1000))
+    bad = tmp_path/'t.jsonl'; bad.write_text('{"study_id": "s1"}\n')
+    with pytest.raises(MedklipError, match='row 1'):
+        T.read_triplets(bad)
+    with pytest.raises(MedklipError, match='checkpoint not found'):
+        T.load_checkpoint(tmp_path/'nothing.ckpt')
+
+
+def test_resume_refuses_other_model_config(corpus, tmp_path):
+    _run(corpus, tmp_path, settings=dict(max_steps=1))
+    with pytest.raises(MedklipError, match='same settings'):
+        _run(corpus, tmp_path, settings=dict(d_model=64), resume=True)

@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test sync-check clean-nbs lint bench
+.PHONY: setup repro test sync-check browser
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ sync-check: $(STAMP)
 	   git status --short -- nbs medklip; echo "review and commit the result"; exit 1; fi; \
 	 echo "sync-check: notebooks clean, package in sync"
 
-test: $(STAMP) sync-check
+# Debian's chromium for the real-browser test (installed with apt when missing; the test skips with a reason otherwise)
+browser:
+	@bash tools/ci_browser_setup.sh
+
+test: $(STAMP) sync-check browser
 	$(BIN)/nbdev_test --flags ""
 	$(BIN)/python -m pytest || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest: no tests collected" || exit $$rc; }

@@ -114,3 +114,27 @@ def test_validate_reply_rejects_bad_enums():
     bad = {"findings": [{**GOOD['findings'][0], "category": "weird"}]}
     with pytest.raises(ReplyError, match='category'): validate_reply(json.dumps(bad), schema)
     with pytest.raises(ReplyError): validate_reply('{"items": []}', schema)
+
+
+def test_cli_radgraph_and_llm_backends(tmp_path, capsys):
+    from medklip.text.parse import parse_reports_cli
+    g = tmp_path / 'g.json'
+    g.write_text(json.dumps({"p10/p10000032/s50414267.txt": {"text": "...", "entities": {"1": _ent("pneumothorax", "OBS-DA")}}}))
+    assert parse_reports_cli([str(g), '--backend', 'radgraph', '--out', str(tmp_path / 'r.jsonl'), '--quiet']) == 0
+    assert [json.loads(l) for l in open(tmp_path / 'r.jsonl')] == [
+        {'study_id': '50414267', 'triplets': [{'entity': 'pneumothorax', 'position': 'unspecified', 'exist': 0}]}]
+    csv = tmp_path / 'r.csv'
+    csv.write_text('study_id,findings,impression\n1,Moderate right effusion.,No pneumothorax.\n2,Clear lungs.,\n')
+    # study 1 gets a good reply; study 2 only garbage: it is reported by id and the run goes on
+    with _Server([(200, json.dumps(GOOD))] + [(200, 'not json')] * 2) as s:
+        rc = parse_reports_cli([str(csv), '--backend', 'llm', '--llm-url', s.url, '--llm-model', 'fake', '--llm-cache', '',
+                                '--llm-retries', '2', '--llm-backoff', '0',
+                                '--out', str(tmp_path / 'l.jsonl'), '--stats', str(tmp_path / 's.json'), '--quiet'])
+    assert rc == 0
+    out = [json.loads(l) for l in open(tmp_path / 'l.jsonl')]
+    assert [d['study_id'] for d in out] == ['1'] and {'entity': 'effusion', 'position': 'right_costophrenic', 'exist': 1} in out[0]['triplets']
+    stats = json.loads((tmp_path / 's.json').read_text())
+    assert stats['n_errors'] == 1 and stats['errors'][0]['study_id'] == '2'
+    assert 'study 2' in capsys.readouterr().err
+    with pytest.raises(MedklipError, match='--llm-url'):
+        parse_reports_cli([str(csv), '--backend', 'llm', '--out', str(tmp_path / 'x.jsonl')])

@@ -1,7 +1,8 @@
 "Pointing game, IoU/Dice, boxes and SIIM run-length masks on hand-made maps."
 import numpy as np, pytest
-from medklip.eval.grounding import (GroundingAccumulator, boxes_to_mask, pointing_game, region_metrics, resize_heatmap,
-                                    rle_decode, rle_encode)
+from medklip.data.datasets import siim_rle_decode, siim_rle_encode
+from medklip.eval.grounding import (GroundingAccumulator, boxes_to_mask, pointing_cell, pointing_game, region_metrics,
+                                    resize_heatmap)
 
 
 def test_pointing_game_and_tolerance():
@@ -25,9 +26,8 @@ def test_boxes_and_rle_roundtrip():
     m = boxes_to_mask([dict(label='x', x0=1.2, y0=0, x1=3, y1=2)], (4, 5))
     assert m.sum() == 4 and m[0, 1] and not m[0, 3]
     rng = np.random.default_rng(0); mm = rng.random((17, 13)) > 0.7
-    assert (rle_decode(rle_encode(mm), (17, 13)) == mm).all()
-    assert (rle_decode(rle_encode(mm, relative=False), (17, 13), relative=False) == mm).all()
-    assert rle_decode(' -1', (3, 3)).sum() == 0
+    assert (siim_rle_decode(siim_rle_encode(mm), 17, 13) == mm).all()
+    assert siim_rle_decode(' -1', 3, 3).sum() == 0
 
 
 def test_accumulator_states_thresholds():
@@ -36,3 +36,17 @@ def test_accumulator_states_thresholds():
     a.add('x', h, m); s = a.summary()
     assert s['thresholds']['raw'] == 0.2 and s['thresholds']['normalised'] == 0.7 and s['thresholds']['pointing_tolerance_px'] == 2
     assert s['overall']['pointing_game'] == 1.0
+
+
+def test_pointing_uses_cell_centre_not_corner():
+    g = np.zeros((4, 4)); g[1, 2] = 1                     # 4x4 grid over a 40x80 image: cell rows 10-20, cols 40-60
+    m = np.zeros((40, 80), bool); m[10:12, 40:43] = True  # the cell's top-left corner only
+    assert not pointing_game(g, m) and pointing_cell(g, m)
+    m[15, 50] = True; assert pointing_game(g, m)          # its centre
+
+
+def test_raw_threshold_scales_with_grid():
+    a = GroundingAccumulator()
+    m = np.zeros((16, 16), bool); m[:8, :8] = True
+    assert a.add('x', np.full((8, 8), 1 / 64), m)['raw_recall'] == 0   # uniform attention is never "attended"
+    assert a.summary()['thresholds']['raw_effective'] == pytest.approx(0.008 * 196 / 64)

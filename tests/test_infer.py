@@ -28,3 +28,24 @@ def test_heatmap_errors(tmp_path, capsys, args, msg):
     args = [a for a in args if a != 'MISSING']
     assert main(['heatmap', img, '--checkpoint', str(ck), *args, '--out', str(tmp_path/'o.png')]) == 2
     err = capsys.readouterr().err.strip(); assert err.count('\n') == 0 and msg in err
+
+
+def test_entity_score_same_in_heatmap_and_zeroshot(tmp_path):
+    "Query convention: an entity's (and an extra's) score is identical via `heatmap` and via `zeroshot` on the same image."
+    import json, pandas as pd, torch
+    from medklip.eval.infer import load_model, run_heatmap
+    from medklip.eval.zeroshot import run_zeroshot, store_source
+    ck = make_ckpt(tmp_path/'m.ckpt')
+    rng = np.random.default_rng(3); imgs = rng.integers(0, 256, (4, 32, 32), dtype=np.uint8)   # the model's own size: no resize
+    st = tmp_path/'store'; st.mkdir()
+    np.save(st/'images.npy', imgs); np.save(st/'labels.npy', np.array([[1, 0], [0, 1], [1, 1], [0, 0]], np.float32))
+    pd.DataFrame(dict(row=range(4), image_id=[f'i{i}' for i in range(4)], study_id='s', patient_id='p', split='test', view='PA',
+                      image_path='x', orig_h=32, orig_w=32)).to_csv(st/'index.csv', index=False)
+    (st/'meta.json').write_text(json.dumps(dict(dataset='demo', size=32, pathologies=['effusion', 'pneumoperitoneum'], mean=.5, std=.25)))
+    embed = lambda t: torch.as_tensor(np.random.default_rng(len(t[0])).normal(size=(len(t), 8)), dtype=torch.float32)
+    mm = load_model(ck)
+    _, sc = run_zeroshot(*mm, store_source(st, 'test'), None, 'description', n_boot=0, embed=embed)
+    Image.fromarray(imgs[2]).save(tmp_path/'x.png')
+    for j, q in enumerate(['effusion', 'pneumoperitoneum']):
+        h = run_heatmap(tmp_path/'x.png', ck, tmp_path/'o.png', entity=q, model_meta=mm, embed=embed)
+        assert abs(h - sc['description'][2, j]) < 1e-6, q

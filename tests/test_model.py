@@ -58,3 +58,15 @@ def test_preprocess_resizes_and_normalises():
     assert torch.equal(y[:, 0], y[:, 2])
     z = preprocess(torch.full((1, 32, 32), 128, dtype=torch.uint8), 32, 0.5, 0.25)
     assert torch.allclose(z, torch.full_like(z, (128 / 255 - 0.5) / 0.25), atol=1e-6)
+
+
+def test_grey_stem_shortcut_matches_full_stem_and_gradient():
+    torch.manual_seed(0)
+    t = ResNetTrunk('tiny').train()
+    g = torch.randn(3, 1, 64, 64)
+    outs, grads = [], []
+    for x in (g.expand(-1, 3, -1, -1), g.repeat(1, 3, 1, 1)):   # expanded view takes the shortcut, a real copy does not
+        t.zero_grad(); y = t(x); (y ** 2).mean().backward()
+        outs.append(y.detach()); grads.append(t.embedder.embedder.convolution.weight.grad.clone())
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-6)

@@ -87,6 +87,7 @@ def test_checkpoint_weights_only_and_meta(corpus, tmp_path):
     meta = ck['meta']
     assert meta['entities'] == ENTITIES and meta['positions'] == POSITIONS and meta['vocab_hash'] == vocab_hash()
     assert meta['text_model'] == 'random' and meta['kb_hash'] == 'synthetic' and meta['image_size'] == 48
+    assert meta['pooling'] == 'cls' and json.loads((tmp_path/'meta.json').read_text())['pooling'] == 'cls'
     assert meta['entity_emb'].shape == (75, 32) and meta['position_emb'].shape == (51, 32)
     stats = json.loads((corpus/'store'/'meta.json').read_text())
     assert meta['mean'] == pytest.approx(stats['mean']) and meta['std'] == pytest.approx(stats['std'])
@@ -114,3 +115,34 @@ def test_resume_refuses_other_model_config(corpus, tmp_path):
     _run(corpus, tmp_path, settings=dict(max_steps=1))
     with pytest.raises(MedklipError, match='same settings'):
         _run(corpus, tmp_path, settings=dict(d_model=64), resume=True)
+
+
+def test_aux_loss_hook_logs_and_gets_gradient(corpus, tmp_path, monkeypatch):
+    seen, grads = [], []
+    def probe(batch, out, model):
+        "A trivial aux loss pulling the 'effusion' existence logit up; its gradient must reach the classifier."
+        seen.append((batch, model))
+        return 'probe', -out['logits'][..., ENTITY_INDEX['effusion'], 1].mean()
+    monkeypatch.setitem(T.AUX_LOSSES, 'probe', probe)
+    real_loss, real_step = T.medklip_loss, torch.optim.AdamW.step
+    monkeypatch.setattr(T, 'medklip_loss', lambda *a, **k: (real_loss(*a, **k)[0] * 0.0, {}))   # only the aux loss is left
+    def step(self, *a, **k):
+        g = seen[-1][1].classifier.bias.grad
+        grads.append(None if g is None else g.clone())
+        return real_step(self, *a, **k)
+    monkeypatch.setattr(torch.optim.AdamW, 'step', step)
+    info = []
+    s = _run(corpus, tmp_path, settings=dict(epochs=1, aux_losses={'probe': 0.5}), callbacks=[info.append])
+    assert s['steps'] == 3 and len(seen) == len(grads) == 3
+    for g in grads: assert g is not None and torch.allclose(g, torch.tensor([0.0, -0.5]))   # d(-0.5·mean logit1)/d bias
+    b = seen[0][0]
+    data = T.SplitData(corpus/'store', T.read_triplets(corpus/'triplets.jsonl'))
+    assert b['images'].shape == (6, 3, 48, 48) and b['labels'].shape == (6, 51, 75) and b['theta'].shape == (6, 2, 3)
+    assert torch.equal(b['rows'], torch.from_numpy(data.rows[b['index'].numpy()]))      # rows reach per-image store data
+    assert b['store'].index['image_id'][int(b['rows'][0])] == f"i{int(b['rows'][0])}"
+    assert torch.equal(b['study'], torch.from_numpy(data.study_of[b['index'].numpy()]))
+    logged = (tmp_path/'dvclive'/'plots'/'metrics'/'train'/'aux_probe.tsv').read_text().splitlines()
+    assert logged[0].split('\t') == ['step', 'aux_probe'] and len(logged) == 4
+    assert [round(float(l.split('\t')[1]), 4) for l in logged[1:]] == [round(i['aux_probe'], 4) for i in info]
+    with pytest.raises(MedklipError, match='unknown aux loss'):
+        _run(corpus, tmp_path/'c', settings=dict(aux_losses=['nope']))

@@ -1,0 +1,155 @@
+"Upstream MedKLIP checkpoint import and the pretrained-weights registry."
+import functools, hashlib, http.server, threading, warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from medklip.core import MedklipError
+from medklip.upstream import import_upstream, import_upstream_cli, get_pretrained, list_pretrained, read_upstream, map_upstream_key
+from medklip.train import make_synthetic_corpus, load_checkpoint
+
+
+def _fake_from_tsv(tsv: Path, seed=0) -> dict:
+    "Random tensors for every key and shape listed in the upstream TSV, with the DataParallel prefix."
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for line in tsv.read_text().splitlines():
+        if not line.strip() or line.startswith('#'): continue
+        key, shape, dtype = line.split('\t')
+        dims = () if shape == 'scalar' else tuple(int(x) for x in shape.split('x'))
+        if dtype == 'int64': v = torch.randint(0, 1000, dims, generator=g)
+        elif key.endswith('running_var'): v = torch.rand(dims, generator=g) + 0.5
+        else: v = (torch.rand(dims, generator=g) - 0.5) * 0.05   # small, so a forward pass stays finite
+        sd['module.' + key] = v
+    return sd
+
+
+@pytest.fixture(scope='module')
+def upstream_sd(shared_dir):
+    return _fake_from_tsv(shared_dir/'upstream_medklip_state_dict.tsv')
+
+
+@pytest.fixture(scope='module')
+def knowledge768(tmp_path_factory):
+    root = make_synthetic_corpus(tmp_path_factory.mktemp('k'), n=4, size=32, text_dim=768)
+    return root/'knowledge'
+
+
+def test_import_real_key_list(upstream_sd, tmp_path, knowledge768):
+    sd = upstream_sd
+    assert len(sd) > 300
+    torch.save({'model': sd, 'optimizer': {}, 'epoch': 99}, tmp_path/'up.pth')
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        meta = import_upstream(tmp_path/'up.pth', knowledge768, tmp_path/'out', log=lambda *a: None)
+    assert any('Bio_ClinicalBERT' in str(x.message) for x in w)
+    assert meta['source']['n_mapped'] == len(sd) and meta['source']['kind'] == 'upstream-medklip'
+    model, m2 = load_checkpoint(tmp_path/'out')
+    c = m2['config']
+    assert (c['backbone'], c['d_model'], c['layers'], c['ffn'], c['text_dim']) == ('resnet50', 256, 4, 1024, 768)
+    ours = model.state_dict()
+    pairs = {
+        'res_features.0.weight': 'backbone.embedder.embedder.convolution.weight',
+        'res_features.1.running_var': 'backbone.embedder.embedder.normalization.running_var',
+        'res_features.4.0.downsample.0.weight': 'backbone.stages.0.layers.0.shortcut.convolution.weight',
+        'res_features.5.2.conv2.weight': 'backbone.stages.1.layers.2.layer.1.convolution.weight',
+        'res_features.6.5.bn3.bias': 'backbone.stages.2.layers.5.layer.2.normalization.bias',
+        'res_features.6.0.downsample.1.num_batches_tracked': 'backbone.stages.2.layers.0.shortcut.normalization.num_batches_tracked',
+        'res_l1.weight': 'res_l1.weight', 'decoder.layers.3.norm2.weight': 'decoder.layers.3.norm2.weight',
+        'classifier.bias': 'classifier.bias', 'cl_fc.weight': 'cl_fc.weight',
+    }
+    for up, mine in pairs.items(): assert torch.equal(ours[mine], sd['module.' + up]), up
+    # every upstream tensor landed somewhere, each exactly once
+    for k, v in sd.items():
+        assert torch.equal(ours[map_upstream_key(k[len('module.'):])[0]], v), k
+    with torch.no_grad():
+        o = model(torch.randn(1, 3, 224, 224), m2['entity_emb'])
+    assert o['logits'].shape == (1, 75, 2) and o['attn'].shape == (1, 75, 14, 14) and torch.isfinite(o['logits']).all()
+
+
+def test_import_errors(upstream_sd, tmp_path, knowledge768):
+    sd = upstream_sd
+    bad = dict(sd); bad['module.mystery.weight'] = torch.zeros(2); del bad['module.res_l2.bias']
+    bad['module.classifier.weight'] = torch.zeros(3, 256)
+    torch.save({'model': bad}, tmp_path/'bad.pth')
+    with pytest.raises(MedklipError) as e, warnings.catch_warnings():
+        warnings.simplefilter("ignore"); import_upstream(tmp_path/"bad.pth", knowledge768, tmp_path/"o", log=lambda *a: None)
+    msg = str(e.value)
+    assert 'mystery.weight' in msg and 'res_l2.bias' in msg and 'classifier.weight' in msg
+    # text-side keys are ignored on purpose, with a reason
+    ok = dict(sd); ok['module.bert_model.embeddings.word_embeddings.weight'] = torch.zeros(2, 2)
+    torch.save({'model': ok}, tmp_path/'bert.pth')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        meta = import_upstream(tmp_path/'bert.pth', knowledge768, tmp_path/'o2', log=lambda *a: None)
+    assert meta['source']['ignored'][0]['key'].startswith('bert_model') and 'knowledge' in meta['source']['ignored'][0]['reason']
+
+
+def test_knowledge_dim_mismatch(upstream_sd, tmp_path):
+    k32 = make_synthetic_corpus(tmp_path/'c', n=4, size=32, text_dim=32)/'knowledge'
+    torch.save({'model': upstream_sd}, tmp_path/'up.pth')
+    with pytest.raises(MedklipError, match='768'): import_upstream(tmp_path/'up.pth', k32, tmp_path/'o', log=lambda *a: None)
+
+
+class _Cfg:  # an object torch.load(weights_only=True) refuses
+    lr = 1e-4
+
+def test_pickle_needs_trust(tmp_path):
+    torch.save({'model': {'module.res_l1.weight': torch.zeros(1)}, 'config': _Cfg()}, tmp_path/'p.pth')
+    with pytest.raises(MedklipError, match='--trust-pickle'): read_upstream(tmp_path/'p.pth')
+    sd, rest = read_upstream(tmp_path/'p.pth', trust_pickle=True)
+    assert list(sd) == ['res_l1.weight'] and 'config' in rest
+
+
+def test_cli(tmp_path):
+    from medklip.model import MedKLIPConfig
+    from medklip.upstream import fake_upstream_state_dict
+    k = make_synthetic_corpus(tmp_path/'c', n=4, size=32, text_dim=16)/'knowledge'
+    cfg = MedKLIPConfig(backbone='tiny', d_model=16, layers=1, heads=2, ffn=32, text_dim=16)
+    torch.save({'model': fake_upstream_state_dict(cfg)}, tmp_path/'up.pth')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        assert import_upstream_cli([str(tmp_path/'up.pth'), '--out', str(tmp_path/'o'), '--knowledge', str(k), '--heads', '2']) == 0
+    assert load_checkpoint(tmp_path/'o')[1]['config']['heads'] == 2
+
+
+# registry: a local HTTP server on 127.0.0.1, never the real network
+@pytest.fixture()
+def server(tmp_path):
+    (tmp_path/'www').mkdir()
+    (tmp_path/'www'/'w.bin').write_bytes(b'weights' * 100)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path/'www'))
+    handler.log_message = lambda *a, **k: None
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True); t.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown(); srv.server_close()
+
+
+def _registry(path, url, sha):
+    path.write_text(f"good:\n  url: {url}/w.bin\n  sha256: {sha}\n  format: medklip\n"
+                    f"wrong:\n  url: {url}/w.bin\n  sha256: {'0' * 64}\n"
+                    f"nohash:\n  url: {url}/w.bin\n  sha256: null\n"
+                    f"gone:\n  url: http://127.0.0.1:9/w.bin\n  sha256: {sha}\n")
+    return path
+
+
+def test_registry_download(tmp_path, server):
+    sha = hashlib.sha256(b'weights' * 100).hexdigest()
+    reg = _registry(tmp_path/'r.yaml', server, sha)
+    assert [e['name'] for e in list_pretrained(reg)] == ['good', 'wrong', 'nohash', 'gone']
+    p = get_pretrained('good', tmp_path/'cache', reg)
+    assert p.read_bytes() == b'weights' * 100 and p.parent.name == 'good'
+    assert get_pretrained('good', tmp_path/'cache', reg) == p   # cached
+    with pytest.raises(MedklipError, match='sha256'): get_pretrained('wrong', tmp_path/'cache', reg)
+    assert not (tmp_path/'cache'/'wrong'/'w.bin').exists() and not list((tmp_path/'cache'/'wrong').glob('*.part'))
+    with pytest.raises(MedklipError, match='no sha256'): get_pretrained('nohash', tmp_path/'cache', reg)
+    with pytest.warns(UserWarning, match='UNVERIFIED'): assert get_pretrained('nohash', tmp_path/'cache', reg, allow_unverified=True).exists()
+    with pytest.raises(MedklipError, match='offline'): get_pretrained('gone', tmp_path/'cache', reg, timeout=5)
+    with pytest.raises(MedklipError, match='no pretrained entry'): get_pretrained('nope', tmp_path/'cache', reg)
+
+
+def test_packaged_registry():
+    e = {x['name']: x for x in list_pretrained()}['medklip-upstream']
+    assert e['sha256'] is None and e['text_model'] == 'emilyalsentzer/Bio_ClinicalBERT' and e['text_dim'] == 768

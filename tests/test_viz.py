@@ -46,6 +46,11 @@ def test_scores_do_not_depend_on_selection():
     p = demo_predictor(); img = np.random.default_rng(1).random((64, 64)).astype(np.float32)
     a = p(img, ['effusion'])[0]; b = p(img, ['pneumothorax', 'effusion'])[1]
     assert a[0] == pytest.approx(b[0], abs=1e-6) and np.allclose(a[1], b[1], atol=1e-6)
+    # free texts are appended one at a time: adding another text changes neither an entity nor the first text
+    t = p(img, ['free air under the diaphragm'])[0]
+    c = p(img, ['effusion', 'free air under the diaphragm', 'bilateral hazy opacities'])
+    assert c[0][0] == pytest.approx(a[0], abs=1e-6) and c[1][0] == pytest.approx(t[0], abs=1e-6)
+    assert np.allclose(c[1][1], t[1], atol=1e-6)
 
 
 def test_predictor_from_checkpoint(tmp_path):

@@ -53,6 +53,11 @@ def test_trunk_copied_from_checkpoint(checkpoint):
     assert info['backbone'] == 'tiny' and info['image_size'] == 32
     fresh, _ = load_trunk('scratch', backbone='tiny')
     assert not torch.equal(fresh.state_dict()['embedder.embedder.convolution.weight'], want['embedder.embedder.convolution.weight'])
+    # the scratch baseline beside a checkpoint: same architecture and image size, fresh weights
+    like, linfo = load_trunk('scratch', path)
+    assert {k: v.shape for k, v in like.state_dict().items()} == {k: v.shape for k, v in want.items()}
+    assert linfo['backbone'] == 'tiny' and linfo['image_size'] == 32
+    assert not torch.equal(like.state_dict()['embedder.embedder.convolution.weight'], want['embedder.embedder.convolution.weight'])
 
 
 def test_imagenet_offline_error():

@@ -70,3 +70,15 @@ def test_grey_stem_shortcut_matches_full_stem_and_gradient():
         outs.append(y.detach()); grads.append(t.embedder.embedder.convolution.weight.grad.clone())
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-6)
+
+
+def test_stride8_grid_and_patch_features():
+    "stride=8 doubles the heatmap grid (same weights' shapes); the output carries the patch features the queries attend to."
+    c16 = MedKLIPConfig(backbone='tiny', image_size=64, d_model=32, layers=1, heads=2, ffn=64, text_dim=24)
+    c8 = MedKLIPConfig(**{**c16.to_dict(), 'stride': 8})
+    m16, m8 = MedKLIP(c16).eval(), MedKLIP(c8).eval()
+    assert {k: v.shape for k, v in m16.state_dict().items()} == {k: v.shape for k, v in m8.state_dict().items()}
+    o = m8(torch.randn(2, 3, 64, 64), torch.randn(5, 24))
+    assert o['attn'].shape == (2, 5, 8, 8) and o['feats'].shape == (2, 64, 32) and c8.grid == 8
+    assert m16(torch.randn(2, 3, 64, 64), torch.randn(5, 24))['attn'].shape == (2, 5, 4, 4)
+    assert MedKLIPConfig().stride == 16 and MedKLIPConfig().grid == 14

@@ -1,5 +1,5 @@
 "dvc.yaml, params.yaml, the README and the CLI agree: every stage command parses with the CLI it calls."
-import argparse, re, shlex
+import argparse, itertools, re, shlex
 from pathlib import Path
 import pytest, yaml
 from medklip.cli import COMMANDS, main
@@ -21,7 +21,12 @@ def _render(text, scope):
 
 def _stage_commands():
     for name, st in DVC['stages'].items():
-        if 'foreach' in st:
+        if 'matrix' in st:
+            axes = {k: _lookup(v[2:-1], PARAMS) if isinstance(v, str) else v for k, v in st['matrix'].items()}
+            for combo in itertools.product(*axes.values()):
+                item = dict(zip(axes, combo))
+                yield f"{name}@{'-'.join(map(str, combo))}", _render(st['cmd'], {**PARAMS, 'item': item})
+        elif 'foreach' in st:
             items = _lookup(st['foreach'][2:-1], PARAMS)
             for key, item in items.items():
                 yield f"{name}@{key}", _render(st['do']['cmd'], {**PARAMS, 'key': key, 'item': item})

@@ -88,3 +88,32 @@ def test_real_tb_store(shared_dir, tmp_path):
     meta = prepare_store("tb", root, tmp_path / "st", size=32, splits=["test"], progress=False)
     st = ImageStore(tmp_path / "st")
     assert len(st) == meta["n"] > 50 and (st.index["split"] == "test").all() and 0.2 < meta["mean"] < 0.8
+
+
+def test_anatomy_maps_line_up_with_images(tmp_path):
+    "The stored anatomy maps are nearest-resized like the images, in the same row order, ids only; a missing map is background."
+    ids = tb_tree(tmp_path, n=4)
+    an = tmp_path / "anat"; an.mkdir()
+    for k, i in enumerate(ids[:3]):  # region 1 marks the same pixels that are bright in a marker image
+        img = np.zeros((30, 50), np.uint8); img[5:20, 10 + k:30 + k] = 255
+        Image.fromarray(img).save(tmp_path / f"images/{i}.png")
+        Image.fromarray((img > 0).astype(np.uint8)).save(an / f"{i}.png")
+    (an / "regions.json").write_text(json.dumps({"1": "right_mid_lung"}))
+    meta = prepare_store("tb", tmp_path, tmp_path / "store", size=20, progress=False, anatomy=an)
+    st = ImageStore(tmp_path / "store")
+    assert st.anatomy.shape == st.images.shape and st.anatomy.dtype == np.uint8
+    assert meta["anatomy"]["missing"] == 1 and st.position_regions == {"right_mid_lung": [1]}
+    for k in range(3):
+        assert set(np.unique(st.anatomy[k])) == {0, 1}
+        agree = ((st.images[k] > 127) == (st.anatomy[k] == 1)).mean()
+        assert agree > 0.95, (k, agree)
+    assert st.anatomy[3].max() == 0
+
+
+def test_anatomy_bad_table_and_missing_maps(tmp_path):
+    ids = tb_tree(tmp_path, n=2)
+    an = tmp_path / "anat"; an.mkdir()
+    with pytest.raises(MedklipError, match="regions.json"): prepare_store("tb", tmp_path, tmp_path / "s", size=8, progress=False, anatomy=an)
+    (an / "regions.json").write_text(json.dumps({"1": "right_mid_lung"}))
+    with pytest.raises(MedklipError, match="none of the 2 images"): prepare_store("tb", tmp_path, tmp_path / "s", size=8, progress=False, anatomy=an)
+    assert not (tmp_path / "s").exists()

@@ -1,0 +1,98 @@
+"Figure notebooks executed end to end (papermill) on tiny fake pipeline outputs: result tables with fine-tuning and the unseen finding, curves, heatmap gallery."
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medklip.core import MedklipError
+from medklip.viz import figures
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _stat(v, w=.02): return dict(value=v, ci=[v - w, v + w])
+
+
+def _zeroshot_report():
+    at = {m: _stat(.6) for m in ('f1', 'accuracy', 'mcc', 'sensitivity', 'specificity', 'precision')}
+    cls = lambda a: dict(n=60, n_pos=20, auroc=_stat(a), at_val_threshold=at, at_oracle_threshold=at)
+    macro = dict(auroc=dict(value=.8, ci=[.78, .82], n_classes=2), at_val_threshold=at, at_oracle_threshold=at)
+    prompts = {p: dict(n_images=60, classes=dict(effusion=cls(.9), pneumoperitoneum=cls(a)), macro=macro) for p, a in (('description', .66), ('name', .55))}
+    return dict(dataset='demo', split='test', n_test=60, prompts=prompts,
+                unseen=dict(pneumoperitoneum=dict(n=60, n_pos=20, name_auroc=.55, description_auroc=.66, difference=dict(value=.11, ci=[.01, .2]))))
+
+
+def _finetune(d: Path, task, init, frac, v):
+    m = dict(dice=_stat(v)) if task == 'segment' else dict(macro=dict(auroc=_stat(v)))
+    p = d/f'{task}_{init}_{frac}'; p.mkdir(parents=True)
+    (p/'metrics.json').write_text(json.dumps(dict(task=task, init=dict(init=init, checkpoint='x'), fraction=frac, n_train_images=12,
+                                                  n_test=6, dataset='demo', metrics=m)))
+
+
+@pytest.fixture
+def outputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path/'m').mkdir()
+    (tmp_path/'m'/'zeroshot_demo.json').write_text(json.dumps(_zeroshot_report()))
+    (tmp_path/'m'/'grounding_demo.json').write_text(json.dumps(dict(dataset='demo', thresholds=dict(raw=.008, normalised=.5),
+        overall=dict(n=3, pointing_game=.67, raw_recall=.5, raw_precision=.4, raw_iou=.3, raw_dice=.4), classes={})))
+    for i, v in (('pretrained', .9), ('scratch', .7)):
+        _finetune(tmp_path/'ft', 'classify', i, .1, v - .1); _finetune(tmp_path/'ft', 'classify', i, 1.0, v)
+    _finetune(tmp_path/'ft', 'segment', 'pretrained', 1.0, .5)
+    rng = np.random.default_rng(0); y = rng.integers(0, 2, 80)
+    pd.DataFrame({'image_id': range(80), 'label:effusion': y, 'score:effusion:description': y * .5 + rng.random(80),
+                  'score:effusion:name': y * .5 + rng.random(80)}).to_csv(tmp_path/'m'/'scores.csv', index=False)
+    live = tmp_path/'live'/'plots'/'metrics'/'train'; live.mkdir(parents=True)
+    (live/'loss.tsv').write_text('timestamp\tstep\tloss\n' + ''.join(f'{i}\t{i}\t{3 / (i + 1) + .1 * rng.random():.4f}\n' for i in range(120)))
+    (tmp_path/'t.jsonl').write_text(json.dumps(dict(study_id='1', triplets=[dict(entity='effusion', position='left_pleural', exist=1),
+                                                                            dict(entity='pneumothorax', position=None, exist=0)])) + '\n')
+    return tmp_path
+
+
+def test_result_tables_and_curves_notebooks(outputs):
+    params = dict(metrics_dir='m', finetune_glob='ft/*/metrics.json', scores_csv='m/*.csv', live_dir='live', triplets='t.jsonl')
+    figures.run_figures(params, 'reports', REPO/'nbs'/'figures', only=['result_tables', 'curves'], html=False)
+    r = outputs/'reports'
+    ft = pd.read_csv(r/'table_finetune_vs_paper.csv', index_col=0)
+    row = ft[(ft.task == 'classify') & (ft.labels == '100 %')].iloc[0]
+    assert (row.paper, row.ours_pretrained, row.ours_scratch) == (0.9188, '0.900 [0.880, 0.920]', '0.700 [0.680, 0.720]')
+    assert ft[(ft.task == 'classify') & (ft.labels == '1 %')].ours_pretrained.item() == 'not run'
+    assert ft[ft.task == 'segment'].paper.tolist() == [0.6659, 0.721, 0.7937]
+    un = pd.read_csv(r/'table_unseen_zeroshot_demo.csv', index_col=0)
+    assert un.name_auroc.tolist() == ['0.550 [0.530, 0.570]', '0.6561'] and un.description_auroc.tolist() == ['0.660 [0.640, 0.680]', '0.7396']
+    for f in ('finetune.png', 'curves_scores.png', 'curves_scores_name.png', 'training_curves.png', 'label_stats.png'):
+        assert (r/f).stat().st_size > 1000, f
+
+
+def test_result_tables_without_finetune(outputs):
+    figures.run_figures(dict(metrics_dir='m', finetune_glob='nothing/*/metrics.json'), 'reports', REPO/'nbs'/'figures', only=['result_tables'], html=False)
+    ft = pd.read_csv(outputs/'reports'/'table_finetune_vs_paper.csv', index_col=0)
+    assert len(ft) == 7 and set(ft.ours_pretrained) == {'not run'} and not (outputs/'reports'/'finetune.png').exists()
+
+
+def test_heatmap_gallery_notebook(outputs):
+    torch = pytest.importorskip('torch')
+    from medklip.data.demo import DemoParams, generate_demo
+    from medklip.model import MedKLIP, MedKLIPConfig
+    from medklip.vocab import ENTITIES, POSITIONS, vocab_hash
+    generate_demo(outputs/'demo', DemoParams(seed=1, n_patients=9, studies_per_patient=(1, 2), size=(64, 80), unseen_rate=0.0))
+    from transformers import BertConfig, BertModel, BertTokenizer
+    (outputs/'txt').mkdir(); (outputs/'txt'/'vocab.txt').write_text('\n'.join(['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'air', 'free', 'the']) + '\n')
+    BertTokenizer(str(outputs/'txt'/'vocab.txt')).save_pretrained(outputs/'txt')   # a tiny local text model for the unseen label
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=8, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, max_position_embeddings=128)).save_pretrained(outputs/'txt')
+    cfg = MedKLIPConfig(backbone='tiny', image_size=32, d_model=16, layers=1, heads=2, ffn=32, dropout=0.0, text_dim=8)
+    meta = dict(config=cfg.to_dict(), entities=list(ENTITIES), positions=list(POSITIONS), vocab_hash=vocab_hash(), kb_hash='x', text_model=str(outputs/'txt'),
+                entity_emb=torch.randn(len(ENTITIES), 8), position_emb=torch.randn(len(POSITIONS), 8), image_size=32, mean=0.5, std=0.25)
+    torch.save(dict(format='medklip-checkpoint-1', model=MedKLIP(cfg).state_dict(), meta=meta), outputs/'m.ckpt')
+    params = dict(checkpoint='m.ckpt', dataset='demo', root='demo', split='', tolerance=10, n_examples=2, max_images=50)
+    figures.run_figures(params, 'reports', REPO/'nbs'/'figures', only=['heatmap_gallery'], html=False)
+    assert (outputs/'reports'/'gallery_demo_hits.png').stat().st_size > 1000
+    assert (outputs/'reports'/'gallery_demo_misses.png').stat().st_size > 1000
+
+
+def test_gallery_notebook_failure_is_reported(outputs):
+    with pytest.raises(MedklipError, match='heatmap_gallery.ipynb failed'):
+        figures.run_figures(dict(checkpoint='missing.ckpt', root='.'), 'reports', REPO/'nbs'/'figures', only=['heatmap_gallery'], html=False)

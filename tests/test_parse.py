@@ -153,6 +153,10 @@ def test_iu_bench_smoke(shared_dir, tmp_path):
     ('Note that fractures may not be demonstrated.', 'fracture', -1),  # disclaimer
     ('Correlate clinically for pneumonia.', 'pneumonia', -1),
     ('In the appropriate clinical setting this is compatible with pneumonia.', 'pneumonia', -1),
+    ('Essentially resolved bibasilar atelectasis.', 'atelectasis', 0),  # "resolved" before the finding negates it too
+    ('Age-indeterminate wedging of a midthoracic vertebral body.', 'deformity', 1),  # hedges the age, not the finding
+    ('Age indeterminate fracture of the right 9th rib.', 'fracture', 1),
+    ('Indeterminate nodule in the right upper lobe.', 'nodule', -1),  # bare "indeterminate" still hedges
 ])
 def test_equivalences_and_scope(rp, text, entity, exist):
     assert (entity, exist) in ex(rp, text)

@@ -182,3 +182,71 @@ def test_cli_uncertain_as(tmp_path):
     src = tmp_path/'r.csv'; src.write_text('study_id,findings,impression\n1,Atelectasis versus scarring.,\n')
     assert parse_reports_cli([str(src), '--out', str(tmp_path/'o.jsonl'), '--workers', '1', '--quiet', '--uncertain-as', '1']) == 0
     assert {t['exist'] for t in json.loads((tmp_path/'o.jsonl').read_text())['triplets']} == {1}
+
+# --- leaning hedges (probable_as), two-word frames, implication blockers, vocabulary choices -------------------
+@pytest.fixture(scope='module')
+def rp1(): return ReportParser(probable_as=1)
+
+@pytest.mark.parametrize('text,entity,default,leaning1', [
+    ('Probable left basilar atelectasis.', 'atelectasis', -1, 1),
+    ('Bibasilar atelectasis versus scarring.', 'atelectasis', -1, 1),     # each alternative of an unhedged differential
+    ('Bibasilar atelectasis versus scarring.', 'scar', -1, 1),
+    ('Mild scarring and/or atelectasis in the lung bases.', 'atelectasis', -1, 1),
+    ('Opacity most XXXX representing atelectasis.', 'atelectasis', -1, 1),  # de-identified "most likely"
+    ('Airspace disease which may represent atelectasis versus infiltrate.', 'infiltrate', -1, -1),  # weaker hedge wins
+    ('Airspace disease which may represent atelectasis versus infiltrate.', 'atelectasis', -1, -1),
+    ('Question left basilar atelectasis versus infiltrate.', 'infiltrate', -1, -1),
+    ('Atelectasis versus pneumonia cannot be excluded.', 'atelectasis', -1, -1),
+    ('No effusion and/or pneumothorax.', 'pneumothorax', 0, 0),           # inside a negated list
+    ('Possible small effusion.', 'effusion', -1, -1),                      # plain hedges are untouched
+])
+def test_probable_as(rp, rp1, text, entity, default, leaning1):
+    assert (entity, default) in ex(rp, text)
+    assert (entity, leaning1) in ex(rp1, text)
+
+@pytest.mark.parametrize('text,entity,exist', [
+    ('The heart is slightly large.', 'cardiomegaly', 1),
+    ('The heart is not large.', 'cardiomegaly', 0),
+    ('Prominence of the central pulmonary vasculature.', 'congestion', 1),
+    ('Pulmonary vascularity is prominent.', 'congestion', 1),
+    ('No prominent pulmonary vasculature.', 'congestion', 0),
+    ('Contour irregularity of the right 7th rib.', 'deformity', 1),
+    ('Mild loss of height of the T7 vertebral body.', 'deformity', 1),
+    ('Dense nodule in the right lower lobe.', 'density', 1),
+    ('Arthritic changes of the spine.', 'tail_abnorm_obs', 1),
+    ('Atherosclerotic calcification of the aorta.', 'tail_abnorm_obs', 1),
+    ('Aortic calcification.', 'calcification', 1),
+    ('Central venous catheter tip in the right atrium.', 'catheter', 1),
+    ('Large lung volumes.', 'hyperinflate', 1),
+])
+def test_frames_and_terms(rp, text, entity, exist):
+    assert (entity, exist) in ex(rp, text)
+
+@pytest.mark.parametrize('text,entity', [
+    ('Heart size is mildly enlarged, pulmonary vascularity within normal limits.', 'congestion'),  # comma: two clauses
+    ('Pacemaker leads with tips in the right atrium and right ventricle.', 'catheter'),  # leads, not a catheter
+    ('Arthritic changes of the spine.', 'degenerative'),
+    ('Atherosclerotic calcification of the aorta.', 'calcification'),
+    ('Bullae in both upper lobes.', 'emphysema'),
+    ('Cardiomegaly and pulmonary venous hypertension.', 'density'),  # no fuzzy match of hypertension to hyperdense
+])
+def test_frames_and_terms_absent(rp, text, entity):
+    assert entity not in {e for e, _ in ex(rp, text)}
+
+def test_probable_as_validated_and_cli(tmp_path):
+    with pytest.raises(MedklipError, match='probable_as'): ReportParser(probable_as=2)
+    src = tmp_path/'r.csv'; src.write_text('study_id,findings,impression\n1,Probable atelectasis.,\n')
+    out = tmp_path/'o.jsonl'
+    assert parse_reports_cli([str(src), '--out', str(out), '--workers', '1', '--quiet', '--probable-as', '1']) == 0
+    assert json.loads(out.read_text())['triplets'] == [dict(entity='atelectasis', position='unspecified', exist=1)]
+
+def test_bad_frames_file_names_the_file(monkeypatch, tmp_path):
+    import medklip.text.parse as P
+    bad = tmp_path/'parse_frames.tsv'; bad.write_text('notanentity\tlarge\theart\t4\n')
+    real = P.resource_path
+    monkeypatch.setattr(P, 'resource_path', lambda name: bad if name == 'parse_frames.tsv' else real(name))
+    P.load_frames.cache_clear()
+    try:
+        with pytest.raises(MedklipError, match='parse_frames.tsv.*unknown entity'): P.load_frames()
+    finally:
+        monkeypatch.undo(); P.load_frames.cache_clear()

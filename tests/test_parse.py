@@ -250,3 +250,12 @@ def test_bad_frames_file_names_the_file(monkeypatch, tmp_path):
         with pytest.raises(MedklipError, match='parse_frames.tsv.*unknown entity'): P.load_frames()
     finally:
         monkeypatch.undo(); P.load_frames.cache_clear()
+
+@pytest.mark.parametrize('text,entity,exist', [
+    ('Correlate clinically with history of fracture.', 'fracture', -1),   # a past condition, not this image
+    ('CT could be performed to identify a small nodule.', 'nodule', -1),  # purpose
+    ('Limited exam for evaluation of fractures.', 'fracture', -1),
+    ('Previously noted nodule is not well seen on today\'s study.', 'nodule', 0),
+])
+def test_history_purpose_cues(rp, text, entity, exist):
+    assert (entity, exist) in ex(rp, text)

@@ -146,3 +146,22 @@ def test_aux_loss_hook_logs_and_gets_gradient(corpus, tmp_path, monkeypatch):
     assert [round(float(l.split('\t')[1]), 4) for l in logged[1:]] == [round(i['aux_probe'], 4) for i in info]
     with pytest.raises(MedklipError, match='unknown aux loss'):
         _run(corpus, tmp_path/'c', settings=dict(aux_losses=['nope']))
+
+
+def test_resume_after_input_change_trains_anew(corpus, tmp_path):
+    "A finished run resumed on the same inputs does no more steps; on changed triplets it trains a new model."
+    import shutil
+    out, logs = tmp_path/'m', []
+    _run(corpus, out)
+    T.pretrain(corpus/'store', corpus/'triplets.jsonl', corpus/'knowledge', out, TINY, resume=True, log=logs.append)
+    assert any('resumed from' in str(l) for l in logs)
+    before = torch.load(out/'last.ckpt', weights_only=True)['global_step']
+    # the same triplets with one study's labels flipped: a parser change upstream of this stage
+    trip = tmp_path/'triplets.jsonl'
+    lines = (corpus/'triplets.jsonl').read_text().splitlines()
+    d = json.loads(lines[0]); d['triplets'] = [dict(t, exist=1 - t['exist']) if t['exist'] in (0, 1) else t for t in d['triplets']]
+    trip.write_text('\n'.join([json.dumps(d)] + lines[1:]) + '\n')
+    logs.clear(); steps = []
+    T.pretrain(corpus/'store', trip, corpus/'knowledge', out, TINY, resume=True, log=logs.append, callbacks=[steps.append])
+    assert any('trained on other inputs (triplets changed); starting from scratch' in str(l) for l in logs)
+    assert steps and steps[0]['global_step'] == 1 and len(steps) == before  # every step of the schedule ran again

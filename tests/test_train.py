@@ -150,11 +150,10 @@ def test_aux_loss_hook_logs_and_gets_gradient(corpus, tmp_path, monkeypatch):
 
 def test_resume_after_input_change_trains_anew(corpus, tmp_path):
     "A finished run resumed on the same inputs does no more steps; on changed triplets it trains a new model."
-    import shutil
-    out, logs = tmp_path/'m', []
+    out, logs, same = tmp_path/'m', [], []
     _run(corpus, out)
-    T.pretrain(corpus/'store', corpus/'triplets.jsonl', corpus/'knowledge', out, TINY, resume=True, log=logs.append)
-    assert any('resumed from' in str(l) for l in logs)
+    T.pretrain(corpus/'store', corpus/'triplets.jsonl', corpus/'knowledge', out, TINY, resume=True, log=logs.append, callbacks=[same.append])
+    assert any('resumed from' in str(l) for l in logs) and same == []
     before = torch.load(out/'last.ckpt', weights_only=True)['global_step']
     # the same triplets with one study's labels flipped: a parser change upstream of this stage
     trip = tmp_path/'triplets.jsonl'

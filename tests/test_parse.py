@@ -259,3 +259,40 @@ def test_bad_frames_file_names_the_file(monkeypatch, tmp_path):
 ])
 def test_history_purpose_cues(rp, text, entity, exist):
     assert (entity, exist) in ex(rp, text)
+
+def _linked_pipeline():
+    "A blank pipeline whose entity ruler finds 'hydropleura' and a stand-in for scispacy's linker that links it to Pleural effusion."
+    import spacy
+    from spacy.language import Language
+    from spacy.tokens import Span
+    from types import SimpleNamespace
+    import scispacy.abbreviation  # noqa: F401  (registers abbreviation_detector)
+    Span.set_extension('kb_ents', default=[], force=True)
+    concept = SimpleNamespace(canonical_name='Hydropleura disorder', aliases=['Pleural effusion', 'Fluid in chest'])
+    kb = SimpleNamespace(cui_to_entity={'C0000001': concept})
+
+    class FakeLinker:
+        def __init__(self): self.kb = kb
+        def __call__(self, doc):
+            for e in doc.ents: e._.kb_ents = [('C0000001', 0.93)]
+            return doc
+    if 'fake_scispacy_linker' not in Language.factories:
+        Language.factory('fake_scispacy_linker')(lambda nlp, name: FakeLinker())
+    nlp = spacy.blank('en'); nlp.add_pipe('sentencizer')
+    nlp.add_pipe('entity_ruler').add_patterns([{'label': 'ENTITY', 'pattern': 'hydropleura'}])
+    nlp.add_pipe('abbreviation_detector')
+    nlp.add_pipe('fake_scispacy_linker', name='scispacy_linker')
+    return nlp
+
+def test_linker_rewrites_linked_spans_to_vocabulary_terms():
+    nlp = _linked_pipeline()
+    linked = ReportParser(backend='spacy', nlp=nlp)
+    assert ('effusion', 1) in ex(linked, 'Small right hydropleura. No pneumothorax.')
+    assert ('effusion', 0) in ex(linked, 'No hydropleura.')
+    assert 'effusion' not in {e for e, _ in ex(ReportParser(backend='spacy'), 'Small right hydropleura.')}
+    nlp.remove_pipe('scispacy_linker')
+    assert 'effusion' not in {e for e, _ in ex(ReportParser(backend='spacy', nlp=nlp), 'Small right hydropleura.')}
+
+def test_linker_needs_a_model_and_the_spacy_backend():
+    with pytest.raises(MedklipError, match='also pass model'): ReportParser(backend='spacy', linker='umls')
+    with pytest.raises(MedklipError, match="needs backend='spacy'"): ReportParser(linker='umls')

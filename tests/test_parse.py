@@ -296,3 +296,21 @@ def test_linker_rewrites_linked_spans_to_vocabulary_terms():
 def test_linker_needs_a_model_and_the_spacy_backend():
     with pytest.raises(MedklipError, match='also pass model'): ReportParser(backend='spacy', linker='umls')
     with pytest.raises(MedklipError, match="needs backend='spacy'"): ReportParser(linker='umls')
+
+def test_span_exist_for_any_condition(rp):
+    "Cue rules on a span outside the vocabulary (e.g. a NegEx condition)."
+    eng, s = rp.engine, 'the patient has no fever, but possible cellulitis of the foot.'
+    span = lambda w: (s.index(w), s.index(w) + len(w))
+    assert eng.span_exist(s, *span('fever')) == 0
+    assert eng.span_exist(s, *span('cellulitis')) == -1
+    assert eng.span_exist('mild cellulitis of the left foot.', 5, 15) == 1
+
+def test_negex_bench_beats_keyword_baseline(shared_dir, capsys):
+    "On the NegEx/ConText kit (not tuned on), the cue rules are at least as accurate as the keyword baseline."
+    import importlib.util, re
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location('parse_negex', Path(__file__).parents[1]/'bench/parse_negex.py')
+    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+    assert m.main(['--shared', str(shared_dir)]) == 0
+    acc = [float(x) for x in re.findall(r'accuracy=([0-9.]+)', capsys.readouterr().out)]
+    assert len(acc) == 4 and acc[0] >= acc[1] and acc[0] > 0.9

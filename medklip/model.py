@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from .core import MedklipError
 
 # %% auto #0
-__all__ = ['BACKBONES', 'MedKLIPConfig', 'ResNetTrunk', 'DecoderLayer', 'Decoder', 'MedKLIP', 'count_parameters',
-           'upsample_heatmap', 'normalise', 'preprocess']
+__all__ = ['BACKBONES', 'MedKLIPConfig', 'ResNetTrunk', 'DecoderLayer', 'Decoder', 'MedKLIP', 'heatmap_from_layers',
+           'count_parameters', 'upsample_heatmap', 'normalise', 'input_stats', 'preprocess']
 
 # %% ../nbs/10_model.ipynb #843a0b01
 BACKBONES: dict[str, dict] = {
@@ -37,12 +37,15 @@ class MedKLIPConfig:
     ffn: int = 1024                # decoder feed-forward width
     dropout: float = 0.1           # dropout in the decoder and before the heads
     text_dim: int = 768            # width of the text embeddings (queries and positions)
+    heatmap_layers: int|None = None # the heatmap averages the cross-attention of the last N decoder layers (None: all; upstream's grounding: 4)
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
             raise MedklipError(f"unknown backbone {self.backbone!r}; use one of {sorted(BACKBONES)}")
         if self.d_model % self.heads: raise MedklipError(f"d_model={self.d_model} is not divisible by heads={self.heads}")
         if self.stride not in (8, 16): raise MedklipError(f"stride={self.stride}: the trunk's output stride is 16 or 8")
+        if self.heatmap_layers is not None and not 1 <= self.heatmap_layers <= self.layers:
+            raise MedklipError(f"heatmap_layers={self.heatmap_layers}: give 1..{self.layers} (the decoder's layers) or None for all")
 
     @property
     def grid(self) -> int: return self.image_size // self.stride
@@ -148,8 +151,13 @@ class MedKLIP(nn.Module):
         q = self.disease_embedding_layer(queries.to(mem.dtype)).unsqueeze(0).expand(mem.shape[0], -1, -1)
         out, ws = self.decoder(q, mem)
         out = self.dropout_feas(out)
-        attn = torch.stack(ws).mean(0).unflatten(-1, (h, w))
+        attn = heatmap_from_layers(ws, self.config.heatmap_layers).unflatten(-1, (h, w))
         return dict(logits=self.classifier(out), position=self.cl_fc(out), attn=attn, feats=mem)
+
+def heatmap_from_layers(ws:list, # per decoder layer: (B,Q,P) cross-attention weights averaged over heads
+                        layers:int|None=None): # average the last `layers` of them (None: all)
+    "The heatmap (B,Q,P): the mean cross-attention of the last `layers` decoder layers."
+    return torch.stack(ws[-layers:] if layers else ws).mean(0)
 
 def _init_weights(m):
     if isinstance(m, nn.Linear):
@@ -170,14 +178,26 @@ def upsample_heatmap(attn, # (B,Q,h,w) heatmaps at patch resolution
     kw = dict(align_corners=False) if mode in ('bilinear', 'bicubic') else {}
     return F.interpolate(attn.float(), size=tuple(size), mode=mode, **kw)
 
+def _per_channel(v) -> bool: return isinstance(v, (list, tuple)) or (torch.is_tensor(v) and v.ndim > 0)
+
 def normalise(x, # (B,1,H,W) float images in [0,1]
-              mean:float, std:float): # store statistics (in [0,1] units, or 0-255 units)
-    "Scale with the store's mean/std and repeat to 3 channels."
+              mean, std): # one grey statistic (in [0,1] or 0-255 units), or 3 per-channel values in [0,1] units (RGB-replicated input)
+    "Scale with mean/std and repeat to 3 channels: an expanded view for one statistic, 3 channels for per-channel ones."
+    if _per_channel(mean) or _per_channel(std):
+        m, s = (torch.as_tensor(v, dtype=x.dtype, device=x.device).reshape(-1) for v in (mean, std))
+        if len(m) != 3 or len(s) != 3: raise MedklipError(f"per-channel mean/std need 3 values each, got {len(m)} and {len(s)}")
+        return (x - m.view(1, 3, 1, 1)) / s.view(1, 3, 1, 1)
+    mean, std = float(mean), float(std)
     if mean > 1.0: mean, std = mean / 255.0, std / 255.0
     return ((x - mean) / std).expand(-1, 3, -1, -1)
 
+def input_stats(meta:dict): # checkpoint meta with `mean`, `std`
+    "The (mean, std) a checkpoint was trained with: floats (grey) or 3-tuples (per channel, e.g. imported weights)."
+    conv = lambda v: tuple(float(a) for a in v) if _per_channel(v) else float(v)
+    return conv(meta['mean']), conv(meta['std'])
+
 def preprocess(images, # (B,H,W) uint8 tensor
-               image_size:int, mean:float, std:float):
+               image_size:int, mean, std): # mean/std: see `normalise`
     "uint8 batch → normalised (B,3,image_size,image_size) float network input."
     x = images.unsqueeze(1).float() / 255.0
     if x.shape[-2:] != (image_size, image_size):

@@ -13,9 +13,9 @@ from .core import MedklipError, InputError, atomic_write, cache_root, file_sha25
 from .vocab import ENTITIES, POSITIONS, vocab_hash
 
 # %% auto #0
-__all__ = ['IGNORED', 'IMAGENET_GREY', 'BIOCLINICALBERT', 'map_upstream_key', 'read_upstream', 'infer_config',
-           'convert_state_dict', 'import_upstream', 'fake_upstream_state_dict', 'list_pretrained', 'default_cache_dir',
-           'get_pretrained', 'import_upstream_cli']
+__all__ = ['IGNORED', 'IMAGENET_MEAN', 'IMAGENET_STD', 'UPSTREAM_HEATMAP_LAYERS', 'BIOCLINICALBERT', 'map_upstream_key',
+           'read_upstream', 'infer_config', 'convert_state_dict', 'import_upstream', 'fake_upstream_state_dict',
+           'list_pretrained', 'default_cache_dir', 'get_pretrained', 'import_upstream_cli']
 
 # %% ../nbs/12_upstream.ipynb #c6e63a7e
 _BN = r'(weight|bias|running_mean|running_var|num_batches_tracked)'
@@ -99,7 +99,8 @@ def convert_state_dict(sd:dict, model) -> tuple[dict, list[dict]]:
     return out, ignored
 
 # %% ../nbs/12_upstream.ipynb #0f8a9e0e
-IMAGENET_GREY = (0.449, 0.226)  # channel means of ImageNet's (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # upstream's per-channel input statistics
+UPSTREAM_HEATMAP_LAYERS = 4  # upstream's grounding averages the last 4 decoder layers' cross-attention
 BIOCLINICALBERT = 'emilyalsentzer/Bio_ClinicalBERT'
 
 def import_upstream(ckpt, # upstream checkpoint (.pth) saved by the original MedKLIP training script
@@ -111,6 +112,7 @@ def import_upstream(ckpt, # upstream checkpoint (.pth) saved by the original Med
     from medklip.train import load_knowledge, save_final
     sd, rest = read_upstream(ckpt, trust_pickle)
     config = infer_config(sd, heads, image_size)
+    config.heatmap_layers = min(UPSTREAM_HEATMAP_LAYERS, config.layers)
     kn = load_knowledge(knowledge)
     d = kn['entity_emb'].shape[1]
     if d != config.text_dim:
@@ -125,11 +127,11 @@ def import_upstream(ckpt, # upstream checkpoint (.pth) saved by the original Med
     meta = dict(config=config.to_dict(), entities=list(ENTITIES), positions=list(POSITIONS), vocab_hash=vocab_hash(),
                 kb_hash=kn['kb_hash'], text_model=kn['model_name'], entity_emb=kn['entity_emb'], position_emb=kn['position_emb'],
                 extra_names=kn['extra_names'], extra_emb=kn['extra_emb'], image_size=image_size,
-                mean=IMAGENET_GREY[0], std=IMAGENET_GREY[1], store=None,
+                mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), store=None,
                 source=dict(kind='upstream-medklip', checkpoint=str(Path(ckpt).absolute()), sha256=file_sha256(ckpt),
                             epoch=rest.get('epoch') if isinstance(rest.get('epoch'), (int, float)) else None,
                             n_mapped=len(state), ignored=ignored, knowledge=str(Path(knowledge).absolute()),
-                            note="converted by medklip import-upstream; mean/std are ImageNet's channel averages"))
+                            note="converted by medklip import-upstream; per-channel ImageNet mean/std on RGB-replicated input, as upstream"))
     save_final(out, model, meta)
     log(f"imported {len(state)} tensors from {ckpt} ({len(ignored)} ignored) → {out}")
     return {k: v for k, v in meta.items() if not torch.is_tensor(v)}

@@ -102,3 +102,23 @@ def test_real_pngs(shared_dir):
     for p in imgs:
         a, hw = read_image(p)
         assert hw == (512, 512) and 0 <= a.min() < a.max() <= 1
+
+
+def test_jpeg_draft_decode_matches_full_decode(tmp_path):
+    "Reduced-scale JPEG decode (Image.draft) + resize vs full decode + resize: within 1 grey level on average, 4 at most."
+    from medklip.data.store import resize_uint8
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:1536, :1280].astype(np.float32)
+    img = 128 + 60 * np.sin(xx / 150.) * np.cos(yy / 110.) + 25 * np.sin(xx / 13. + yy / 17.) + rng.normal(0, 6, xx.shape)
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(tmp_path / "big.jpg", quality=92)
+    full, hw = read_image(tmp_path / "big.jpg")
+    small, hw2 = read_image(tmp_path / "big.jpg", min_size=256)
+    assert hw == hw2 == (1536, 1280) and full.shape == (1536, 1280)
+    assert small.shape == (384, 320)            # the 1/4 scale: the smallest whose sides stay >= 256
+    d = np.abs(resize_uint8(full, 256).astype(float) - resize_uint8(small, 256).astype(float))
+    assert d.mean() <= 1.0 and d.max() <= 4, (d.mean(), d.max())
+    assert read_image(tmp_path / "big.jpg", min_size=1000)[0].shape == (1536, 1280)   # no scale keeps both sides >= 1000
+
+
+def test_directory_is_named(tmp_path):
+    with pytest.raises(ImageReadError, match="is a directory"): read_image(tmp_path)

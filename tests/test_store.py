@@ -117,3 +117,39 @@ def test_anatomy_bad_table_and_missing_maps(tmp_path):
     (an / "regions.json").write_text(json.dumps({"1": "right_mid_lung"}))
     with pytest.raises(MedklipError, match="none of the 2 images"): prepare_store("tb", tmp_path, tmp_path / "s", size=8, progress=False, anatomy=an)
     assert not (tmp_path / "s").exists()
+
+
+def test_prepare_resumes_after_interruption(tmp_path, monkeypatch):
+    import medklip.data.store as ms
+    tb_tree(tmp_path, n=300)
+    (tmp_path / ".st.tmp-stale").mkdir(); (tmp_path / ".st.old-x").mkdir(); (tmp_path / ".st.v2.tmp-keep").mkdir()
+    orig, calls = ms._load_one, []
+    def flaky(a):
+        calls.append(a[0])
+        if len(calls) == 300: raise KeyboardInterrupt
+        return orig(a)
+    monkeypatch.setattr(ms, "_load_one", flaky)
+    with pytest.raises(KeyboardInterrupt): prepare_store("tb", tmp_path, tmp_path / "st", size=8, progress=False, workers=1)
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert len(left) == 2 and left[0].startswith(".st.tmp-") and left[1] == ".st.v2.tmp-keep"   # debris of st removed, not of st.v2
+    assert not (tmp_path / "st").exists()
+    calls.clear(); msgs = []
+    monkeypatch.setattr(ms, "_load_one", lambda a: (calls.append(a[0]), orig(a))[1])
+    meta = prepare_store("tb", tmp_path, tmp_path / "st", size=8, progress=False, workers=1, log=msgs.append)
+    assert len(calls) == 44 and "at image 256 of 300" in msgs[0]
+    monkeypatch.setattr(ms, "_load_one", orig)
+    ref = prepare_store("tb", tmp_path, tmp_path / "ref", size=8, progress=False, workers=2)
+    assert np.array_equal(ImageStore(tmp_path / "st").images[:], ImageStore(tmp_path / "ref").images[:])
+    assert abs(meta["mean"] - ref["mean"]) < 1e-12 and meta["n"] == ref["n"] and meta["skipped"] == ref["skipped"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".st.v2.tmp-keep"]
+
+
+def test_prepare_workers_default_all_cores(tmp_path, monkeypatch):
+    import medklip.data.store as ms
+    seen = []
+    class Pool(ms.ProcessPoolExecutor):
+        def __init__(self, n): seen.append(n); super().__init__(min(n, 2))
+    monkeypatch.setattr(ms, "ProcessPoolExecutor", Pool); monkeypatch.setattr(ms.os, "cpu_count", lambda: 7)
+    tb_tree(tmp_path, n=4)
+    prepare_store("tb", tmp_path, tmp_path / "st", size=8, progress=False)
+    assert seen == [7]

@@ -23,15 +23,17 @@ PIL_SUFFIXES = {'.png', '.jpg', '.jpeg'}
 DICOM_SUFFIXES = {'.dcm', '.dicom', '.dic'}
 
 # %% ../../nbs/02_data.io.ipynb #7a8ebfb9
-def _read_pil(path:Path) -> np.ndarray:
-    "Decode a PNG/JPEG into float32 HxW in [0,1] (8-bit: /255; 16-bit: min-max)."
+def _read_pil(path:Path, min_size:int|None=None) -> tuple[np.ndarray, tuple[int, int]]:
+    "Decode a PNG/JPEG into float32 HxW in [0,1] (8-bit: /255; 16-bit: min-max) and its original (h, w)."
     try:
         with Image.open(path) as im:
+            hw = (im.height, im.width)
+            if min_size and im.format == 'JPEG' and min(hw) >= 2 * min_size: im.draft(im.mode, (min_size, min_size))
             im.load()
             if im.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
                 arr = np.asarray(im, dtype=np.float32)
                 lo, hi = float(arr.min()), float(arr.max())
-                return _check_range(arr, lo, hi, path)
+                return _check_range(arr, lo, hi, path), hw
             if im.mode != 'L':
                 if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
                     im = im.convert('RGBA'); bg = Image.new('RGBA', im.size, (0, 0, 0, 255))
@@ -40,7 +42,7 @@ def _read_pil(path:Path) -> np.ndarray:
             arr = np.asarray(im, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageReadError(f"cannot decode image ({type(e).__name__}: {e}); re-export or remove the file", path=path) from e
-    return _check_range(arr.astype(np.float32), 0., 255., path)
+    return _check_range(arr.astype(np.float32), 0., 255., path), hw
 
 def _check_range(arr:np.ndarray, lo:float, hi:float, path) -> np.ndarray:
     "Scale `arr` from [lo, hi] to [0, 1]; refuse images whose pixels are all equal."
@@ -126,14 +128,16 @@ def _is_dicom(path:Path) -> bool:
     return head[128:132] == b'DICM'
 
 def read_image(path, # PNG, JPEG or DICOM file
+               min_size:int|None=None, # JPEG only: decode at the smallest 1/2, 1/4, 1/8 scale whose sides stay >= min_size
               ) -> tuple[np.ndarray, tuple[int, int]]:
     "Read a chest X-ray as float32 HxW in [0, 1] plus its original (height, width); raise `ImageReadError` if unusable."
     path = Path(path)
+    if path.is_dir(): raise ImageReadError("is a directory, not an image file; give one PNG, JPEG or DICOM file", path=path)
     if not path.is_file(): raise ImageReadError("image file not found; check the dataset root and the CSV paths", path=path)
     if path.stat().st_size == 0: raise ImageReadError("image file is empty (0 bytes); re-download it or remove it", path=path)
     suf = path.suffix.lower()
     if suf in DICOM_SUFFIXES or (suf not in PIL_SUFFIXES and _is_dicom(path)): arr = _read_dicom(path)
-    elif suf in PIL_SUFFIXES: arr = _read_pil(path)
+    elif suf in PIL_SUFFIXES: arr, hw = _read_pil(path, min_size); return arr, (int(hw[0]), int(hw[1]))
     else: raise ImageReadError(f"unsupported image format {suf or '(no suffix)'!r}; expected PNG, JPEG or DICOM", path=path)
     return arr, (int(arr.shape[0]), int(arr.shape[1]))
 

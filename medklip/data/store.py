@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..core import MedklipError, InputError, save_json
+from ..core import MedklipError, InputError, save_json, text_hash
 from .io import read_image, ImageReadError
 from .datasets import get_dataset, DATASETS, norm_split
 from ..vocab import POSITION_INDEX
@@ -29,10 +29,10 @@ def resize_uint8(img:np.ndarray, # float HxW in [0, 1]
     return np.asarray(Image.fromarray(u8).resize((size, size), Image.Resampling.BILINEAR))
 
 def _load_one(args) -> tuple:
-    "Worker: (path, size) → (uint8 S×S, (h, w), None) or (None, None, reason)."
-    path, size = args
+    "Worker: (path, size, draft) → (uint8 S×S, (h, w), None) or (None, None, reason)."
+    path, size, draft = args
     try:
-        img, hw = read_image(path)
+        img, hw = read_image(path, min_size=size if draft else None)
         return resize_uint8(img, size), hw, None
     except ImageReadError as e: return None, None, str(e)
 
@@ -83,9 +83,11 @@ def prepare_store(dataset:str, # loader name (see `get_dataset`)
                   out, # store folder to write (replaced atomically if it exists)
                   size:int=256, # side of the stored square images
                   splits:list[str]|None=None, # keep only these splits (None = all)
-                  workers:int=1, # decoding processes
+                  workers:int|None=0, # decoding processes (0/None: all cores, os.cpu_count())
                   progress:bool=True, # show a progress bar on stderr
                  anatomy=None, # folder of <image_id>.png anatomy label maps + regions.json (None: the demo's own, else none)
+                  draft:bool=True, # JPEG: decode at the reduced scale still >= size (Image.draft), then resize; False: full decode
+                  log=None, # fn(str) for the resume message (default: stderr)
                  ) -> dict:
     "Decode, resize and store every image of a dataset; return the store's meta (also written to meta.json)."
     if size < 8: raise MedklipError(f"--size {size} is too small; use e.g. 224 or 256")
@@ -95,36 +97,70 @@ def prepare_store(dataset:str, # loader name (see `get_dataset`)
     rows = _select(ds, splits)
     if len(rows) == 0: raise MedklipError(f"dataset {dataset!r} at {root} has no images in split(s) {splits}; check --split")
     out = Path(out).absolute(); out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    umask = os.umask(0); os.umask(umask); os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private
+    workers = int(workers or os.cpu_count() or 1)
+    paths = ds.csv['image_path'].to_numpy()[rows]
+    key = text_hash(json.dumps([dataset, str(Path(root).absolute()), size, sorted(splits or []), bool(draft), str(anatomy)])
+                    + '\n'.join(map(str, paths)))[:12]
+    tmp = out.parent/f".{out.name}.tmp-{key}"
+    for old in out.parent.glob(f".{out.name}.*"):   # debris of other inputs, or of an interrupted replacement
+        rest = old.name[len(out.name) + 2:]
+        if old != tmp and old.is_dir() and rest[:4] in ('tmp-', 'old-') and '.' not in rest: shutil.rmtree(old, ignore_errors=True)
+    tmp.mkdir(exist_ok=True)
     try:
-        meta = _write_store(ds, rows, tmp, size, workers, progress, dataset, splits)
+        meta = _write_store(ds, rows, paths, tmp, size, workers, progress, dataset, splits, draft,
+                            log or (lambda m: print(m, file=sys.stderr)))
         if table is not None: meta = _write_anatomy(tmp, meta, Path(anatomy), table, size)
         if out.exists():
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-")); os.rmdir(old)
             os.rename(out, old); os.rename(tmp, out); shutil.rmtree(old, ignore_errors=True)
         else: os.rename(tmp, out)
-    except BaseException:
+    except MedklipError:   # the inputs are wrong: nothing to resume
         shutil.rmtree(tmp, ignore_errors=True); raise
-    return meta
+    return meta  # on an interruption (Ctrl-C, kill, crash) the temporary folder stays, and the next run resumes from it
 
-def _write_store(ds, rows, tmp:Path, size:int, workers:int, progress:bool, dataset:str, splits) -> dict:
+_PROGRESS = 'progress.npz'
+
+def _save_progress(tmp:Path, arr, done:int, ok, hw, s1:float, s2:float, skipped:list):
+    "Flush the written rows, then record (atomically) that the first `done` images are finished."
+    arr.flush()
+    with open(tmp/'progress.tmp.npz', 'wb') as f:
+        np.savez(f, done=done, ok=ok[:done], hw=hw[:done], sums=np.array([s1, s2]), skipped=json.dumps(skipped))
+    os.replace(tmp/'progress.tmp.npz', tmp/_PROGRESS)
+
+def _resume(tmp:Path, n:int, size:int):
+    "(images memmap, done, ok, hw, s1, s2, skipped) of an interrupted run in `tmp`, or a fresh start."
+    ok = np.zeros(n, bool); hw = np.zeros((n, 2), np.int64)
+    f = tmp/'images.full.npy'
+    if f.exists() and (tmp/_PROGRESS).exists():
+        try:
+            arr = np.load(f, mmap_mode='r+')
+            with np.load(tmp/_PROGRESS) as p:
+                done = int(p['done']); ok[:done], hw[:done] = p['ok'], p['hw']; s1, s2 = map(float, p['sums'])
+                skipped = json.loads(str(p['skipped']))
+            if arr.shape == (n, size, size) and 0 <= done <= n: return arr, done, ok, hw, s1, s2, skipped
+        except (OSError, ValueError, KeyError): pass   # unreadable progress: start again
+    for g in tmp.iterdir(): g.unlink()
+    return np.lib.format.open_memmap(f, mode='w+', dtype=np.uint8, shape=(n, size, size)), 0, ok, hw, 0., 0., []
+
+def _write_store(ds, rows, paths, tmp:Path, size:int, workers:int, progress:bool, dataset:str, splits, draft:bool, log) -> dict:
     from tqdm.auto import tqdm
-    paths = ds.csv['image_path'].to_numpy()[rows]
     n = len(rows)
-    arr = np.lib.format.open_memmap(tmp/'images.full.npy', mode='w+', dtype=np.uint8, shape=(n, size, size))
-    ok = np.zeros(n, bool); hw = np.zeros((n, 2), np.int64); skipped = []
-    s1 = s2 = 0.
-    jobs = ((p, size) for p in paths)
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    arr, done, ok, hw, s1, s2, skipped = _resume(tmp, n, size)
+    if done: log(f"medklip prepare: resuming an interrupted run at image {done} of {n} ({tmp})")
+    every = max(256, 32 * workers)
+    jobs = ((p, size, draft) for p in paths[done:])
+    pool = ProcessPoolExecutor(workers) if workers > 1 and n - done > 1 else None
     try:
         it = pool.map(_load_one, jobs, chunksize=8) if pool else map(_load_one, jobs)
-        for k, (img, shape, reason) in enumerate(tqdm(it, total=n, desc=f"prepare {dataset}", unit='img', disable=not progress, file=sys.stderr)):
-            if img is None: skipped.append(dict(path=str(paths[k]), reason=reason)); continue
-            arr[k], hw[k], ok[k] = img, shape, True
-            f = img.astype(np.float64); s1 += f.sum(); s2 += (f*f).sum()
+        bar = tqdm(it, total=n, initial=done, desc=f"prepare {dataset}", unit='img', disable=not progress, file=sys.stderr)
+        for k, (img, shape, reason) in enumerate(bar, done):
+            if img is None: skipped.append(dict(path=str(paths[k]), reason=reason))
+            else:
+                arr[k], hw[k], ok[k] = img, shape, True
+                f = img.astype(np.float64); s1 += f.sum(); s2 += (f*f).sum()
+            if (k + 1) % every == 0: _save_progress(tmp, arr, k + 1, ok, hw, s1, s2, skipped)
     finally:
-        if pool: pool.shutdown()
+        if pool: pool.shutdown(cancel_futures=True)
     m = int(ok.sum())
     if m == 0: raise MedklipError(f"none of the {n} images of {dataset!r} could be read; first error: {skipped[0]['reason']}")
     if m < n:  # compact: keep the readable rows only, in order
@@ -133,6 +169,7 @@ def _write_store(ds, rows, tmp:Path, size:int, workers:int, progress:bool, datas
         comp.flush(); del comp, arr; os.remove(tmp/'images.full.npy')
     else:
         arr.flush(); del arr; os.replace(tmp/'images.full.npy', tmp/'images.npy')
+    if (tmp/_PROGRESS).exists(): os.remove(tmp/_PROGRESS)
     sel = rows[ok]
     c = ds.csv.iloc[sel]
     index = pd.DataFrame(dict(row=np.arange(m), image_id=c['image_id'].to_numpy(), study_id=c['study_id'].to_numpy(),
@@ -143,7 +180,7 @@ def _write_store(ds, rows, tmp:Path, size:int, workers:int, progress:bool, datas
     npx = float(m) * size * size
     mean = s1 / npx / 255.; std = float(np.sqrt(max(s2 / npx / 255.**2 - mean**2, 0.)))
     meta = dict(dataset=dataset, root=str(ds.root), size=size, pathologies=ds.pathologies, mean=mean, std=std, n=m,
-                skipped=skipped, split=[norm_split(s) for s in splits] if splits else None, n_requested=n)
+                skipped=skipped, split=[norm_split(s) for s in splits] if splits else None, n_requested=n, jpeg_draft=bool(draft))
     save_json(meta, tmp/'meta.json')
     return meta
 
@@ -211,13 +248,14 @@ def prepare_cli(argv:list[str]|None=None) -> int:
     p.add_argument('--out', required=True, help='store folder to write (replaced atomically)')
     p.add_argument('--size', type=int, default=256, help='side of the stored square images (default 256)')
     p.add_argument('--split', nargs='+', default=None, help='keep only these splits (train validate test); default all')
-    p.add_argument('--workers', type=int, default=1, help='decoding processes (default 1)')
+    p.add_argument('--workers', type=int, default=0, help='decoding processes (default 0: all cores)')
+    p.add_argument('--full-decode', action='store_true', help='decode JPEGs at full size before resizing (slower; default: reduced-scale decode)')
     p.add_argument('--no-progress', action='store_true', help='hide the progress bar')
     p.add_argument('--anatomy', default=None, help='folder of <image_id>.png anatomy label maps + regions.json (default: the demo corpus its own)')
     a = p.parse_args(argv)
     t0 = time.time()
-    meta = prepare_store(a.dataset, a.root, a.out, size=a.size, splits=a.split, workers=max(1, a.workers), progress=not a.no_progress,
-                         anatomy=a.anatomy)
+    meta = prepare_store(a.dataset, a.root, a.out, size=a.size, splits=a.split, workers=max(0, a.workers), progress=not a.no_progress,
+                         anatomy=a.anatomy, draft=not a.full_decode)
     dt = time.time() - t0
     print(f"medklip prepare: stored {meta['n']} of {meta['n_requested']} images of {a.dataset!r} at {a.size}x{a.size} in {a.out} "
           f"({dt:.1f}s, mean {meta['mean']:.4f}, std {meta['std']:.4f})", file=sys.stderr)

@@ -125,7 +125,8 @@ def _decode(model, tgt, mem, hw):
     import torch
     out, ws = model.decoder(tgt, mem)
     logits = model.classifier(model.dropout_feas(out))
-    return torch.softmax(logits.float(), -1)[..., 1], torch.stack(ws).mean(0).unflatten(-1, hw).float()
+    from medklip.model import heatmap_from_layers
+    return torch.softmax(logits.float(), -1)[..., 1], heatmap_from_layers(ws, model.config.heatmap_layers).unflatten(-1, hw).float()
 
 def run_query_set(model,      # MedKLIP network in eval mode (or any module with its forward contract)
                   x,          # (B, 3, S, S) preprocessed images
@@ -162,8 +163,8 @@ def score_images(model,                # MedKLIP network in eval mode
                 ) -> tuple[np.ndarray, np.ndarray]: # existence scores (B, Q), raw heatmaps (B, Q, h, w) of the asked queries
     "Existence probability and raw attention heatmap of every asked query on every image, under the query convention."
     import torch
-    from medklip.model import preprocess
-    x = preprocess(torch.from_numpy(np.array(images, np.uint8)).to(device), int(meta['image_size']), float(meta['mean']), float(meta['std']))
+    from medklip.model import preprocess, input_stats
+    x = preprocess(torch.from_numpy(np.array(images, np.uint8)).to(device), int(meta['image_size']), *input_stats(meta))
     with torch.inference_mode(): s, a = run_query_set(model, x, qs)
     return s[:, qs.cols].cpu().numpy(), a[:, qs.cols].cpu().numpy()
 
@@ -172,6 +173,7 @@ def load_image_uint8(path) -> np.ndarray:
     "One image file (PNG, JPEG or DICOM) as a uint8 (H, W) array at its own size."
     from medklip.data.io import read_image
     path = Path(path)
+    if path.is_dir(): raise InputError("is a directory; give one image file (PNG, JPEG or DICOM)", path=path)
     if not path.exists(): raise InputError("image not found", path=path)
     img, _ = read_image(path)
     return np.clip(np.round(np.asarray(img, np.float32) * 255), 0, 255).astype(np.uint8)

@@ -63,8 +63,12 @@ def load_trunk(init:str, # pretrained / imagenet / scratch
         if checkpoint is None: raise MedklipError("--init pretrained needs --checkpoint (a medklip checkpoint folder or file)")
         from medklip.train import load_checkpoint
         model, meta = load_checkpoint(checkpoint)
+        from medklip.model import input_stats
+        mean, std = input_stats(meta)
+        # a trunk trained on per-channel (ImageNet-normalised RGB) input, as the released weights, keeps that input
+        stats = dict(mean=mean, std=std) if isinstance(mean, tuple) else {}
         return model.backbone, dict(init=init, checkpoint=str(checkpoint), backbone=meta['config']['backbone'],
-                                    image_size=meta.get('image_size'), source=meta.get('source', {}).get('kind', 'medklip'))
+                                    image_size=meta.get('image_size'), source=meta.get('source', {}).get('kind', 'medklip'), **stats)
     if init == 'imagenet': return ResNetTrunk('resnet50', hub_id), dict(init=init, hub_id=hub_id, backbone='resnet50')
     if backbone is None and checkpoint is not None:
         # the scratch baseline gets the checkpoint's own architecture, randomly initialised: only the weights differ
@@ -249,7 +253,7 @@ def finetune(store, # image store (`medklip prepare`)
     if not len(te): te, test_split = va, 'validate'
     else: test_split = 'test'
     if not len(tr) or not len(te): raise MedklipError(f"{st.path}: {len(tr)} training and {len(te)} test images usable for {task}; check the splits")
-    mean, std = float(st.meta['mean']), float(st.meta['std'])
+    mean, std = (origin['mean'], origin['std']) if 'mean' in origin else (float(st.meta['mean']), float(st.meta['std']))
     net = net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=s['lr'], weight_decay=s['weight_decay'])
     g = torch.Generator().manual_seed(seed)

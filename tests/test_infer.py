@@ -49,3 +49,10 @@ def test_entity_score_same_in_heatmap_and_zeroshot(tmp_path):
     for j, q in enumerate(['effusion', 'pneumoperitoneum']):
         h = run_heatmap(tmp_path/'x.png', ck, tmp_path/'o.png', entity=q, model_meta=mm, embed=embed)
         assert abs(h - sc['description'][2, j]) < 1e-6, q
+
+
+def test_heatmap_on_a_directory_says_so(tmp_path, capsys):
+    from medklip.cli import main
+    rc = main(['heatmap', str(tmp_path), '--checkpoint', str(tmp_path/'none.ckpt'), '--entity', 'effusion', '--out', str(tmp_path/'h.png')])
+    err = capsys.readouterr().err
+    assert rc == 2 and 'is a directory' in err and 'not found' not in err

@@ -153,3 +153,46 @@ def test_registry_download(tmp_path, server):
 def test_packaged_registry():
     e = {x['name']: x for x in list_pretrained()}['medklip-upstream']
     assert e['sha256'] is None and e['text_model'] == 'emilyalsentzer/Bio_ClinicalBERT' and e['text_dim'] == 768
+
+
+def test_imported_checkpoint_uses_upstream_preprocessing(tmp_path):
+    "Imported weights: per-channel ImageNet mean/std on the RGB-replicated image after a plain resize to 224 (pinned), last-4-layer heatmaps."
+    import numpy as np
+    from PIL import Image
+    from medklip.eval.infer import load_model, run_heatmap
+    from medklip.model import MedKLIPConfig, input_stats, preprocess
+    from medklip.upstream import fake_upstream_state_dict
+    k = make_synthetic_corpus(tmp_path/'c', n=4, size=32, text_dim=16)/'knowledge'
+    cfg = MedKLIPConfig(backbone='tiny', d_model=16, layers=5, heads=2, ffn=32, text_dim=16)
+    torch.save({'model': fake_upstream_state_dict(cfg)}, tmp_path/'up.pth')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore'); import_upstream(tmp_path/'up.pth', k, tmp_path/'o', heads=2, log=lambda *a: None)
+    model, meta = load_model(tmp_path/'o')
+    assert meta['mean'] == [0.485, 0.456, 0.406] and meta['std'] == [0.229, 0.224, 0.225]
+    assert meta['config']['heatmap_layers'] == 4 and model.config.heatmap_layers == 4
+    # a known image: 448×448, left half a 0/255 checkerboard (→ 127.5 after the 2× resize), right half white
+    img = np.zeros((448, 448), np.uint8); img[::2, ::2] = img[1::2, 1::2] = 255; img[:, 224:] = 255
+    Image.fromarray(img).save(tmp_path/'x.png')
+    seen = []
+    model.backbone.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+    run_heatmap(tmp_path/'x.png', None, tmp_path/'h.png', entity='effusion', model_meta=(model, meta))
+    x = seen[0]
+    assert x.shape == (1, 3, 224, 224)
+    want_grey = torch.tensor([(0.5 - 0.485) / 0.229, (0.5 - 0.456) / 0.224, (0.5 - 0.406) / 0.225])
+    want_white = torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225])   # 2.2489, 2.4286, 2.6400
+    assert torch.allclose(x[0, :, 50, 50], want_grey, atol=1e-5) and torch.allclose(x[0, :, 50, 180], want_white, atol=1e-5)
+    assert torch.allclose(x, preprocess(torch.from_numpy(img)[None], 224, *input_stats(meta)))
+    # the old single grey mean/std (0.449/0.226) would be 0.19 off on white pixels of the blue channel
+    assert abs(float(want_white[2]) - (1 - 0.449) / 0.226) > 0.19
+    # heatmap = mean of the last 4 of the 5 decoder layers' cross-attention (on freshly initialised weights of the
+    # imported config: the fake upstream tensors are uniform in [0.5, 1.5] and overflow a deep forward pass)
+    from medklip.model import MedKLIP
+    torch.manual_seed(0); model = MedKLIP(model.config).eval(); x = torch.randn(1, 3, 224, 224)
+    for l in model.decoder.layers: torch.nn.init.normal_(l.multihead_attn.in_proj_weight, 0, 1)   # peaked attention, different per layer
+    with torch.no_grad():
+        mem, hw = model.patches(x)
+        q = model.disease_embedding_layer(meta['entity_emb']).unsqueeze(0)
+        _, ws = model.decoder(q, mem)
+        out = model(x, meta['entity_emb'])
+    assert torch.allclose(out['attn'].flatten(-2), torch.stack(ws[1:]).mean(0), atol=1e-6)
+    assert not torch.allclose(out['attn'].flatten(-2), torch.stack(ws).mean(0), atol=1e-6)

@@ -30,10 +30,10 @@ def model_predictor(model, # network following the MedKLIP forward contract
                     ) -> Predictor:
     "Turn a MedKLIP model and its checkpoint meta into a `predict(image, queries)` callable."
     import torch
-    from medklip.model import preprocess, upsample_heatmap
+    from medklip.model import preprocess, upsample_heatmap, input_stats
     names = list(meta['entities'])
     index = {n: i for i, n in enumerate(names)}
-    size, mean, std = int(meta['image_size']), float(meta['mean']), float(meta['std'])
+    size, (mean, std) = int(meta['image_size']), input_stats(meta)
     model.eval()
     dev = next(model.parameters()).device
 

@@ -61,14 +61,14 @@ def load_trunk(init:str, # pretrained / imagenet / scratch
     if init not in INITS: raise MedklipError(f"--init must be one of {INITS}, not {init!r}")
     if init == 'pretrained':
         if checkpoint is None: raise MedklipError("--init pretrained needs --checkpoint (a medklip checkpoint folder or file)")
-        from medklip.train import load_checkpoint
+        from medklip.checkpoint import load_checkpoint
         model, meta = load_checkpoint(checkpoint)
         return model.backbone, dict(init=init, checkpoint=str(checkpoint), backbone=meta['config']['backbone'],
                                     image_size=meta.get('image_size'), source=meta.get('source', {}).get('kind', 'medklip'))
     if init == 'imagenet': return ResNetTrunk('resnet50', hub_id), dict(init=init, hub_id=hub_id, backbone='resnet50')
     if backbone is None and checkpoint is not None:
         # the scratch baseline gets the checkpoint's own architecture, randomly initialised: only the weights differ
-        from medklip.train import load_checkpoint
+        from medklip.checkpoint import load_checkpoint
         _, meta = load_checkpoint(checkpoint)
         c = meta['config']
         return ResNetTrunk(c['backbone'], None, int(c.get('stride', 16))), dict(init=init, backbone=c['backbone'],

@@ -276,7 +276,7 @@ def finetune(store, # image store (`medklip prepare`)
     res = dict(task=task, init=origin, fraction=fraction, seed=seed, store=str(st.path), dataset=st.meta.get('dataset'),
                n_train_images=int(len(tr)), n_train_patients=int(len(set(st.index['patient_id'].to_numpy()[tr].astype(str)))),
                n_val=int(len(va)), n_test=int(len(te)), test_split=test_split, classes=names, steps=steps,
-               final_loss=float(losses[-1]) if losses else None, seconds=round(time.time() - t0, 1),
+               final_loss=float(losses[-1]) if losses else None,
                settings={k: v for k, v in s.items() if k != 'device'}, metrics=metrics)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'heatmap':         ('medklip.eval.infer:heatmap_cli',         'overlay the heatmap of one query on one image'),
     'finetune':        ('medklip.finetune:finetune_cli',          'fine-tune classification / segmentation / severity grading'),
     'import-upstream': ('medklip.upstream:import_upstream_cli',   'convert a checkpoint saved by the original MedKLIP code'),
+    'summarize':       ('medklip.eval.summary:summarize_cli',     'collect the headline metrics of a run into metrics/summary.json'),
     'figures':         ('medklip.viz.figures:figures_cli',        'execute the figure notebooks (papermill) into reports/'),
 }
 

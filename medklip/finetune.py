@@ -61,7 +61,7 @@ def load_trunk(init:str, # pretrained / imagenet / scratch
     if init not in INITS: raise MedklipError(f"--init must be one of {INITS}, not {init!r}")
     if init == 'pretrained':
         if checkpoint is None: raise MedklipError("--init pretrained needs --checkpoint (a medklip checkpoint folder or file)")
-        from medklip.train import load_checkpoint
+        from medklip.checkpoint import load_checkpoint
         model, meta = load_checkpoint(checkpoint)
         from medklip.model import input_stats
         mean, std = input_stats(meta)
@@ -72,7 +72,7 @@ def load_trunk(init:str, # pretrained / imagenet / scratch
     if init == 'imagenet': return ResNetTrunk('resnet50', hub_id), dict(init=init, hub_id=hub_id, backbone='resnet50')
     if backbone is None and checkpoint is not None:
         # the scratch baseline gets the checkpoint's own architecture, randomly initialised: only the weights differ
-        from medklip.train import load_checkpoint
+        from medklip.checkpoint import load_checkpoint
         _, meta = load_checkpoint(checkpoint)
         c = meta['config']
         return ResNetTrunk(c['backbone'], None, int(c.get('stride', 16))), dict(init=init, backbone=c['backbone'],
@@ -280,7 +280,7 @@ def finetune(store, # image store (`medklip prepare`)
     res = dict(task=task, init=origin, fraction=fraction, seed=seed, store=str(st.path), dataset=st.meta.get('dataset'),
                n_train_images=int(len(tr)), n_train_patients=int(len(set(st.index['patient_id'].to_numpy()[tr].astype(str)))),
                n_val=int(len(va)), n_test=int(len(te)), test_split=test_split, classes=names, steps=steps,
-               final_loss=float(losses[-1]) if losses else None, seconds=round(time.time() - t0, 1),
+               final_loss=float(losses[-1]) if losses else None,
                settings={k: v for k, v in s.items() if k != 'device'}, metrics=metrics)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save

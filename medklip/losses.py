@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from .vocab import POSITIONS, POSITION_INDEX
 
 # %% auto #0
-__all__ = ['FLIP_POSITIONS', 'exist_from_matrix', 'existence_loss', 'sample_position_candidates', 'position_loss',
-           'flip_label_matrix', 'medklip_loss']
+__all__ = ['FLIP_POSITIONS', 'AUX_LOSSES', 'METHOD_WEIGHTS', 'exist_from_matrix', 'existence_loss', 'sample_position_candidates',
+           'position_loss', 'flip_label_matrix', 'medklip_loss', 'register_aux_loss', 'resolve_aux_losses',
+           'method_losses']
 
 # %% ../nbs/11_losses.ipynb #185396c2
 def exist_from_matrix(m): # (..., 51, 75) label matrix with 1/0/-1
@@ -77,3 +78,44 @@ def medklip_loss(out:dict, # model output with `logits` and `position`
     cand, valid = sample_position_candidates(m, num_negatives, generator)
     lp = position_loss(out['position'], position_emb, cand, valid, temperature)
     return le + lp, dict(loss_exist=le.detach(), loss_position=lp.detach())
+
+# %% ../nbs/11_losses.ipynb #65c5e7f8
+AUX_LOSSES: dict = {}
+
+METHOD_WEIGHTS: dict = {'gkmvlp_weight': 'gkmvlp', 'gkmvlp_attn_weight': 'gkmvlp_attn', 'medfilip_weight': 'medfilip'}
+
+def register_aux_loss(name:str, fn): # fn(batch, out, model) -> (name, loss tensor)
+    "Make `fn` available under `name` (to `METHOD_WEIGHTS` and `resolve_aux_losses`)."
+    AUX_LOSSES[name] = fn
+    return fn
+
+def resolve_aux_losses(spec) -> list[tuple]:
+    "(callable, weight) pairs for a list of loss names or a dict name → weight (weight 0 = left out)."
+    import importlib
+    from medklip.core import MedklipError
+    items = spec.items() if isinstance(spec, dict) else [(n, 1.0) for n in (spec or [])]
+    out = []
+    for name, w in items:
+        try: w = float(w)
+        except (TypeError, ValueError): raise MedklipError(f"aux loss {name!r}: weight {w!r} is not a number") from None
+        if w < 0 or w != w: raise MedklipError(f"aux loss {name!r}: weight {w} must be >= 0 (0 = off)")
+        if w == 0: continue
+        fn = AUX_LOSSES.get(name)
+        if fn is None and ':' not in str(name) and str(name).isidentifier():
+            base = str(name).split('_')[0]
+            try: importlib.import_module(f'medklip.methods.{base}')
+            except ModuleNotFoundError as e:
+                if e.name != f'medklip.methods.{base}': raise
+            fn = AUX_LOSSES.get(name)
+        if fn is None and ':' in str(name):
+            mod, attr = str(name).split(':', 1)
+            try: fn = getattr(importlib.import_module(mod), attr)
+            except (ImportError, AttributeError) as e:
+                raise MedklipError(f"aux loss {name!r}: cannot import it ({e}); check the module:function name") from e
+        if fn is None: raise MedklipError(f"unknown aux loss {name!r}; registered: {sorted(AUX_LOSSES)} (or give module:function)")
+        out.append((fn, w))
+    return out
+
+def method_losses(settings:dict) -> dict:
+    "Loss name → weight of the methods switched on by the `METHOD_WEIGHTS` settings (weight > 0)."
+    return {name: float(settings[k]) for k, name in METHOD_WEIGHTS.items() if float(settings.get(k) or 0) > 0}

@@ -15,14 +15,16 @@ import torch.nn.functional as F
 from .core import MedklipError, InputError, atomic_write, save_json, seed_everything, load_params, parse_overrides, file_sha256
 from .vocab import ENTITIES, POSITIONS, ENTITY_INDEX, POSITION_INDEX, vocab_hash
 from .model import MedKLIP, MedKLIPConfig, preprocess, normalise
-from .losses import medklip_loss, flip_label_matrix, exist_from_matrix
+from .losses import medklip_loss, flip_label_matrix, exist_from_matrix, AUX_LOSSES, METHOD_WEIGHTS, register_aux_loss, resolve_aux_losses, method_losses
+from .checkpoint import (save_checkpoint, save_final, load_checkpoint, read_checkpoint, load_knowledge, _rng_state,
+                                _set_rng_state, _unwrap)
 from .text.parse import label_matrix, exist_vector
 from .data.store import ImageStore
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'AUX_LOSSES', 'resolve_settings', 'read_triplets', 'SplitData', 'load_knowledge', 'make_synthetic_corpus',
-           'augment', 'lr_at', 'param_groups', 'epoch_order', 'save_checkpoint', 'save_final', 'load_checkpoint',
-           'existence_auc', 'register_aux_loss', 'resolve_aux_losses', 'pretrain', 'pretrain_cli']
+__all__ = ['DEFAULTS', 'RUNTIME_SETTINGS', 'resolve_settings', 'run_settings', 'settings_diff', 'read_triplets', 'SplitData',
+           'make_synthetic_corpus', 'augment', 'lr_at', 'param_groups', 'epoch_order', 'existence_auc',
+           'code_fingerprint', 'clean_debris', 'pretrain', 'pretrain_cli']
 
 # %% ../nbs/20_train.ipynb #10ca553e
 DEFAULTS: dict = dict(
@@ -30,25 +32,88 @@ DEFAULTS: dict = dict(
     batch_size=48, epochs=100, lr=1e-4, min_lr=1e-5, weight_decay=0.02, warmup_steps=500,
     num_negatives=7, temperature=1.0, seed=42, flip=True, crop_scale=[0.2, 1.0], jitter=0.1,
     compile=False, amp=True, checkpoint_every_steps=0, workers=2, max_steps=None, device=None, val_batch_size=64,
-    val_every=1, threads=0, aux_losses=[],
+    val_every=1, threads=0, gkmvlp_weight=0.0, gkmvlp_attn_weight=0.0, medfilip_weight=0.0,
 )
 
+# What each setting may be: (kind, lower bound, upper bound); bounds are inclusive unless noted in `_OPEN`.
+_RULES: dict = dict(
+    backbone=('choice', None, None), pretrained=('str?', None, None), image_size=('int', 8, None), stride=('choice', None, None),
+    d_model=('int', 1, None), layers=('int', 1, None), heads=('int', 1, None), ffn=('int', 1, None), dropout=('float', 0, 1),
+    batch_size=('int', 1, None), epochs=('int', 1, None), lr=('float', 0, None), min_lr=('float', 0, None),
+    weight_decay=('float', 0, None), warmup_steps=('int', 0, None), num_negatives=('int', 1, 50), temperature=('float', 0, None),
+    seed=('int', 0, None), flip=('bool', None, None), crop_scale=('range', 0, 1), jitter=('float', 0, 1), compile=('bool', None, None),
+    amp=('bool', None, None), checkpoint_every_steps=('int', 0, None), workers=('int', 0, None), max_steps=('int?', 1, None),
+    device=('str?', None, None), val_batch_size=('int', 1, None), val_every=('int', 1, None), threads=('int', 0, None),
+    gkmvlp_weight=('float', 0, None), gkmvlp_attn_weight=('float', 0, None), medfilip_weight=('float', 0, None))
+_OPEN = {'lr', 'temperature', 'dropout'}     # strictly above the lower bound (dropout: strictly below 1)
+_CHOICES = dict(stride=[8, 16])
+
+def _bad(k, v, what): return MedklipError(f"pretrain.{k}={v!r}: {what}")
+
+def _check(k, v):
+    kind, lo, hi = _RULES[k]
+    if kind.endswith('?'):
+        if v is None or (isinstance(v, str) and v.lower() in ('', 'null', 'none')): return None
+        kind = kind[:-1]
+    if kind == 'bool':
+        if isinstance(v, bool): return v
+        raise _bad(k, v, "must be true or false (an unquoted YAML boolean; a quoted 'false' is a string)")
+    if kind == 'str': return str(v)
+    if kind == 'choice':
+        if k == 'backbone':
+            from medklip.model import BACKBONES
+            ok = sorted(BACKBONES)
+        else: ok = _CHOICES[k]
+        if isinstance(v, str) and k != 'backbone':
+            try: v = int(v)
+            except ValueError: pass
+        if v not in ok: raise _bad(k, v, f"must be one of {ok}")
+        return v
+    if kind == 'range':
+        if not isinstance(v, (list, tuple)) or len(v) != 2:
+            raise _bad(k, v, f"must be a pair [low, high] with {lo} < low <= high <= {hi}, e.g. [0.2, 1.0]")
+        a, b = (_check_num(k, x, float) for x in v)
+        if not (lo < a <= b <= hi): raise _bad(k, v, f"must be a pair [low, high] with {lo} < low <= high <= {hi}")
+        return [a, b]
+    v = _check_num(k, v, int if kind == 'int' else float)
+    if lo is not None and (v < lo or (k in _OPEN and v == lo)): raise _bad(k, v, f"must be {'>' if k in _OPEN else '>='} {lo}")
+    if hi is not None and (v > hi or (k in _OPEN and k == 'dropout' and v == hi)): raise _bad(k, v, f"must be {'<' if k == 'dropout' else '<='} {hi}")
+    return v
+
+def _check_num(k, v, typ):
+    if isinstance(v, bool): raise _bad(k, v, f"must be a number, not a boolean")
+    try: f = float(v)   # YAML reads '5e-4' as a string
+    except (TypeError, ValueError): raise _bad(k, v, f"is not a number") from None
+    if f != f or f in (float('inf'), float('-inf')): raise _bad(k, v, "must be a finite number")
+    if typ is int:
+        if f != int(f): raise _bad(k, v, "must be a whole number")
+        return int(f)
+    return f
+
 def resolve_settings(settings:dict|None=None) -> dict:
-    "Defaults updated with `settings`; unknown keys raise."
+    "Defaults updated with `settings`, each checked (a one-line error names the key, the value and what is allowed)."
     settings = dict(settings or {})
+    if 'aux_losses' in settings:
+        raise MedklipError(f"pretrain.aux_losses={settings['aux_losses']!r}: replaced by scalar switches "
+                           f"{', '.join(f'pretrain.{k}' for k in METHOD_WEIGHTS)} (0 = off), e.g. -S pretrain.medfilip_weight=1.0")
     bad = sorted(set(settings) - set(DEFAULTS))
     if bad: raise MedklipError(f"unknown pretrain setting(s) {bad}; known: {sorted(DEFAULTS)}")
-    s = {**DEFAULTS, **settings}
-    for k, d in DEFAULTS.items():  # YAML reads '5e-4' as a string: coerce numbers to the default's type
-        if isinstance(d, float) and isinstance(s[k], (str, int)) and not isinstance(s[k], bool): s[k] = _number(k, s[k], float)
-        elif isinstance(d, int) and not isinstance(d, bool) and isinstance(s[k], str): s[k] = _number(k, s[k], int)
-    if s['max_steps'] is not None: s['max_steps'] = _number('max_steps', s['max_steps'], int)
-    s['crop_scale'] = [_number('crop_scale', v, float) for v in s['crop_scale']]
+    s = {k: _check(k, v) for k, v in {**DEFAULTS, **settings}.items()}
+    if s['min_lr'] > s['lr']: raise _bad('min_lr', s['min_lr'], f"must be <= pretrain.lr ({s['lr']})")
+    if s['d_model'] % s['heads']: raise _bad('d_model', s['d_model'], f"must be divisible by pretrain.heads ({s['heads']})")
     return s
 
-def _number(k, v, typ):
-    try: return typ(float(v)) if typ is int else typ(v)
-    except (TypeError, ValueError): raise MedklipError(f"pretrain setting {k}={v!r} is not a number") from None
+# Settings that change how fast or where a run goes, not what it computes: resuming across them continues the same run.
+RUNTIME_SETTINGS = ('threads', 'workers', 'device', 'checkpoint_every_steps', 'val_batch_size', 'val_every', 'max_steps', 'compile')
+
+def run_settings(s:dict) -> dict:
+    "The settings that define a run's result (all but `RUNTIME_SETTINGS`)."
+    return {k: v for k, v in s.items() if k not in RUNTIME_SETTINGS}
+
+def settings_diff(old:dict, new:dict) -> list[str]:
+    "`key old → new` for each result-defining setting that differs (a setting missing from `old` counts as its default then)."
+    o, n = run_settings({**DEFAULTS, **(old or {})}), run_settings(new)
+    return [f"{k} {o.get(k)!r} → {n[k]!r}" for k in n if o.get(k) != n[k]]
 
 # %% ../nbs/20_train.ipynb #e6c952bc
 def read_triplets(path) -> dict[str, np.ndarray]:
@@ -92,13 +157,7 @@ class SplitData:
         which = np.asarray(which)
         return torch.from_numpy(self.images[self.rows[which]]), torch.from_numpy(self.matrices[self.study_of[which]])
 
-def load_knowledge(path):
-    "Entity, position and extra-finding embeddings with their names, encoder name and hashes (dict)."
-    from medklip.text.embed import load_knowledge_embeddings
-    k = load_knowledge_embeddings(path)
-    return dict(entity_names=list(k.entity_names), entity_emb=k.entity_emb.float(), position_names=list(k.position_names),
-                position_emb=k.position_emb.float(), extra_names=list(k.extra_names), extra_emb=k.extra_emb.float(),
-                model_name=str(k.model_name), pooling=str(k.pooling), kb_hash=str(k.kb_hash), vocab_hash=str(k.vocab_hash))
+
 
 # %% ../nbs/20_train.ipynb #d23bc7f9
 def make_synthetic_corpus(root, # folder to write store/, triplets.jsonl and knowledge/ into
@@ -188,66 +247,6 @@ def epoch_order(n:int, seed:int, epoch:int) -> np.ndarray:
 def _batch_seed(seed, epoch, step, rank) -> int:
     return int(np.random.default_rng([seed, epoch, step, rank, 7]).integers(2**62))
 
-# %% ../nbs/20_train.ipynb #d8249954
-def _rng_state() -> dict:
-    npst = np.random.get_state()
-    st = dict(torch=torch.get_rng_state(), numpy_keys=torch.from_numpy(npst[1].astype(np.int64)),
-              numpy_rest=[int(npst[2]), int(npst[3]), float(npst[4])], python=_to_lists(random.getstate()))
-    if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
-    return st
-
-def _to_lists(x): return [_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
-def _to_tuples(x): return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
-
-def _set_rng_state(st:dict):
-    torch.set_rng_state(st['torch'])
-    np.random.set_state(('MT19937', st['numpy_keys'].numpy().astype(np.uint32), *st['numpy_rest']))
-    random.setstate(_to_tuples(st['python']))
-    if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
-
-def save_checkpoint(path, model, optimizer, meta:dict, settings:dict, epoch:int, step_in_epoch:int, global_step:int):
-    "Write a resumable checkpoint atomically (tensors, dicts, lists, strings and numbers only)."
-    ck = dict(format='medklip-checkpoint-1', model=_unwrap(model).state_dict(), optimizer=optimizer.state_dict(),
-              meta=meta, settings=settings, epoch=epoch, step_in_epoch=step_in_epoch, global_step=global_step, rng=_rng_state())
-    with atomic_write(path, 'wb') as f: torch.save(ck, f)
-
-def save_final(out, model, meta:dict):
-    "Write OUT/model.safetensors (weights + embeddings) and OUT/meta.json (everything else) atomically."
-    from safetensors.torch import save
-    out = Path(out)
-    tensors = {f'model.{k}': v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
-    tensors.update({k: meta[k].contiguous() for k in _META_TENSORS})
-    with atomic_write(out/'model.safetensors', 'wb') as f: f.write(save(tensors, metadata=dict(format='medklip-model-1')))
-    save_json({k: v for k, v in meta.items() if not torch.is_tensor(v)}, out/'meta.json')
-
-_META_TENSORS = ('entity_emb', 'position_emb', 'extra_emb')
-
-def _unwrap(model): return getattr(getattr(model, 'module', model), '_orig_mod', getattr(model, 'module', model))
-
-def load_checkpoint(path, # a .ckpt, a model.safetensors (meta.json beside it) or a training output folder
-                    map_location='cpu'):
-    "Rebuild the trained model (in eval mode) and its metadata (config, vocabularies, embeddings, image size, mean/std)."
-    path = Path(path)
-    if path.is_dir(): path = path/'model.safetensors' if (path/'model.safetensors').exists() else path/'last.ckpt'
-    if not path.exists(): raise MedklipError(f"{path}: checkpoint not found; train with `medklip pretrain` or check the path")
-    if path.suffix == '.safetensors':
-        from safetensors.torch import load_file
-        if not (path.parent/'meta.json').exists(): raise MedklipError(f"{path.parent/'meta.json'} not found beside {path.name}")
-        t = load_file(str(path), device=str(map_location))
-        meta = json.loads((path.parent/'meta.json').read_text())
-        meta.update({k: t.pop(k) for k in _META_TENSORS})
-        state = {k[len('model.'):]: v for k, v in t.items()}
-    else:
-        try: ck = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as e: raise MedklipError(f"{path}: not a readable medklip checkpoint ({e})") from e
-        meta, state = ck['meta'], ck['model']
-    if meta.get('vocab_hash') != vocab_hash():
-        raise MedklipError(f"{path}: trained with another entity/position vocabulary (hash {meta.get('vocab_hash')} != {vocab_hash()})")
-    cfg = MedKLIPConfig(**{**meta['config'], 'pretrained': None})
-    model = MedKLIP(cfg)
-    model.load_state_dict(state)
-    return model.to(map_location).eval(), meta
-
 # %% ../nbs/20_train.ipynb #b3488d39
 @torch.no_grad()
 def existence_auc(model, data:SplitData, entity_emb, image_size:int, mean:float, std:float, batch_size:int=64, device='cpu') -> dict:
@@ -265,36 +264,6 @@ def existence_auc(model, data:SplitData, entity_emb, image_size:int, mean:float,
     per = {ENTITIES[j]: float(roc_auc_score(y[y[:, j] >= 0, j], s[y[:, j] >= 0, j]))
            for j in range(y.shape[1]) if {0, 1} <= set(y[:, j].tolist())}
     return dict(mean_auc=float(np.mean(list(per.values()))) if per else float('nan'), per_entity=per)
-
-# %% ../nbs/20_train.ipynb #4a01419f
-AUX_LOSSES: dict = {}
-
-def register_aux_loss(name:str, fn): # fn(batch, out, model) -> (name, loss tensor)
-    "Make `fn` available to the `aux_losses` setting under `name`."
-    AUX_LOSSES[name] = fn
-    return fn
-
-def resolve_aux_losses(spec) -> list[tuple]:
-    "(callable, weight) pairs for the `aux_losses` setting (list of names, or dict name → weight)."
-    import importlib
-    items = spec.items() if isinstance(spec, dict) else [(n, 1.0) for n in (spec or [])]
-    out = []
-    for name, w in items:
-        fn = AUX_LOSSES.get(name)
-        if fn is None and ':' not in str(name) and str(name).isidentifier():
-            base = str(name).split('_')[0]
-            try: importlib.import_module(f'medklip.methods.{base}')
-            except ModuleNotFoundError as e:
-                if e.name != f'medklip.methods.{base}': raise
-            fn = AUX_LOSSES.get(name)
-        if fn is None and ':' in str(name):
-            mod, attr = str(name).split(':', 1)
-            try: fn = getattr(importlib.import_module(mod), attr)
-            except (ImportError, AttributeError) as e:
-                raise MedklipError(f"aux loss {name!r}: cannot import it ({e}); check the module:function name") from e
-        if fn is None: raise MedklipError(f"unknown aux loss {name!r}; registered: {sorted(AUX_LOSSES)} (or give module:function)")
-        out.append((fn, _number(f'aux_losses.{name}', w, float)))
-    return out
 
 # %% ../nbs/20_train.ipynb #f47160f0
 def _dist():
@@ -322,30 +291,74 @@ def _loader(src, s, device):
     return torch.utils.data.DataLoader(src, batch_size=None, shuffle=False, num_workers=s['workers'], pin_memory=True,
                                        generator=torch.Generator().manual_seed(s['seed']), persistent_workers=False)
 
+_CODE = ('train.py', 'checkpoint.py', 'model.py', 'losses.py', 'core.py', 'vocab.py', 'data/store.py', 'text/parse.py', 'methods')
+
+def code_fingerprint() -> str:
+    "Hash of the package source that training runs (a changed loss or model is a different run, never resumed into)."
+    import hashlib, medklip
+    root, h = Path(medklip.__file__).parent, hashlib.sha256()
+    for name in _CODE:
+        p = root/name
+        for f in (sorted(p.rglob('*.py')) if p.is_dir() else [p]):
+            if f.exists(): h.update(f.relative_to(root).as_posix().encode()); h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
 def _input_fingerprint(store, triplets, kn) -> dict:
-    "Hashes of what a run trains on: the triplets file, the knowledge base and the store's index and meta."
+    "Hashes of what a run trains on: the triplets file, the knowledge base, the store's index and meta, and the code."
     st = Path(store)
     return dict(triplets=file_sha256(triplets), knowledge=kn['kb_hash'],
-                store=':'.join(file_sha256(st/f) if (st/f).exists() else '-' for f in ('meta.json', 'index.csv')))
+                store=':'.join(file_sha256(st/f) if (st/f).exists() else '-' for f in ('meta.json', 'index.csv')),
+                code=code_fingerprint())
+
+def clean_debris(folder) -> list[str]:
+    "Remove the temporary files a killed `atomic_write` left in `folder` (`.NAME.*.tmp`); returns their names."
+    gone = []
+    for f in Path(folder).glob('.*.tmp'):
+        if f.is_file(): f.unlink(missing_ok=True); gone.append(f.name)
+    return gone
+
+def _trim_live(live_dir, step:int):
+    "Drop DVCLive rows logged after `step` (a run killed after its last checkpoint had logged steps it redoes on resume)."
+    for f in Path(live_dir).glob('plots/metrics/**/*.tsv'):
+        lines = f.read_text().splitlines(keepends=True)
+        if not lines: continue
+        col = lines[0].rstrip('\n').split('\t').index('step') if 'step' in lines[0].split('\t') or 'step\n' in lines[0].split('\t') else None
+        if col is None: continue
+        keep = [lines[0]] + [l for l in lines[1:] if l.strip() and int(float(l.rstrip('\n').split('\t')[col])) <= step]
+        if len(keep) != len(lines):
+            with atomic_write(f) as fh: fh.write(''.join(keep))
+
+def _fresh_out(out, live_dir):
+    "A new run in an old folder: remove the previous run's final model and logs so nothing stale is mistaken for it."
+    import shutil
+    for f in ('model.safetensors', 'meta.json', 'last.ckpt'): (Path(out)/f).unlink(missing_ok=True)
+    if Path(live_dir).exists(): shutil.rmtree(live_dir)
 
 def pretrain(store, # image store folder (`medklip prepare`)
              triplets, # triplets JSONL (`medklip parse-reports`)
              knowledge, # knowledge embeddings (`medklip embed-knowledge`)
              out, # output folder: last.ckpt, model.safetensors, meta.json, dvclive/
              settings:dict|None=None, # the `pretrain:` parameters (see `DEFAULTS`)
-             resume:bool=False, # continue from OUT/last.ckpt
+             resume:bool=False, # continue OUT/last.ckpt if it is an unfinished run with the same settings and inputs
              live_dir=None, # DVCLive folder (default OUT/dvclive)
              callbacks=(), # functions called with a dict after each optimiser step
-             aux_losses=(), # extra `fn(batch, out, model) -> (name, loss)` (weight 1), besides the `aux_losses` setting
+             aux_losses=(), # extra losses: callables `fn(batch, out, model) -> (name, loss)` (weight 1), or a dict name → weight
              log=print) -> dict:
-    "Pretrain MedKLIP; returns a summary dict (steps, epochs, final loss, validation AUC, stopped early or not)."
+    "Pretrain MedKLIP; returns a summary dict (steps, epochs, final loss, validation AUC, stopped early, reused or not)."
     s = resolve_settings(settings)
-    aux = resolve_aux_losses(s['aux_losses']) + [(fn, 1.0) for fn in aux_losses]
+    custom = dict(aux_losses) if isinstance(aux_losses, dict) else {}
+    aux = resolve_aux_losses({**method_losses(s), **custom}) + ([] if isinstance(aux_losses, dict) else [(fn, 1.0) for fn in aux_losses])
+    methods = {**method_losses(s), **{str(k): float(v) for k, v in custom.items() if float(v) > 0}}
+    if not isinstance(aux_losses, dict): methods.update({getattr(fn, '__name__', type(fn).__name__): 1.0 for fn in aux_losses})
+    if s['device'] and str(s['device']).startswith('cuda') and not torch.cuda.is_available():
+        raise MedklipError(f"pretrain.device={s['device']!r}: no CUDA GPU is visible to torch here; use device: null (auto) or cpu")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    live_dir = Path(live_dir or out/'dvclive')
     if s['threads']: torch.set_num_threads(s['threads'])
     rank, world, local_rank = _dist()
     device = torch.device(s['device'] or (f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'))
     if device.type == 'cuda': torch.cuda.set_device(device)
+    if rank == 0 and (gone := clean_debris(out)): log(f"removed {len(gone)} temporary file(s) a killed run left in {out}")
     seed_everything(s['seed'])
     labels = read_triplets(triplets)
     train = SplitData(store, labels, 'train')
@@ -362,27 +375,40 @@ def pretrain(store, # image store folder (`medklip prepare`)
     meta = dict(config=config.to_dict(), entities=list(ENTITIES), positions=list(POSITIONS), vocab_hash=vocab_hash(),
                 kb_hash=kn['kb_hash'], text_model=kn['model_name'], pooling=kn['pooling'], entity_emb=kn['entity_emb'],
                 position_emb=kn['position_emb'], extra_names=kn['extra_names'], extra_emb=kn['extra_emb'],
-                image_size=s['image_size'], mean=mean, std=std, store=str(store), inputs=_input_fingerprint(store, triplets, kn))
+                image_size=s['image_size'], mean=mean, std=std, store=Path(store).as_posix(), inputs=_input_fingerprint(store, triplets, kn),
+                settings=run_settings(s), methods=methods)
     model = MedKLIP(config).to(device)
     if device.type == 'cuda': model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(param_groups(model, s['weight_decay']), lr=s['lr'])
     epoch0, step0, gstep = 0, 0, 0
     ck_path = out/'last.ckpt'
-    ck = torch.load(ck_path, map_location=device, weights_only=True) if resume and ck_path.exists() else None
-    if ck is not None and ck['meta'].get('inputs') != meta['inputs']:
-        # resuming is for an interrupted run; new triplets, knowledge or images (a `dvc repro` after a parser change)
-        # must train a new model, not return the finished old one
-        changed = [k for k in meta['inputs'] if (ck['meta'].get('inputs') or {}).get(k) != meta['inputs'][k]]
-        if rank == 0: log(f"{ck_path} was trained on other inputs ({', '.join(changed)} changed); starting from scratch")
-        ck = None
-    elif resume and ck is None and rank == 0: log(f"no checkpoint at {ck_path}; starting from scratch")
+    ck = read_checkpoint(ck_path, device) if resume and ck_path.exists() else None
     if ck is not None:
-        if ck['meta']['config'] != meta['config']:
-            raise MedklipError(f"{ck_path}: saved with model config {ck['meta']['config']}, now {meta['config']}; resume with the same settings or drop --resume")
+        # resuming is for continuing the same, interrupted run: other inputs (a `dvc repro` after a parser change), other
+        # code or other settings (`dvc exp run -S pretrain.epochs=2`) are a new run and must never return the old model
+        old = ck['meta']
+        changed = [k for k in meta['inputs'] if (old.get('inputs') or {}).get(k) != meta['inputs'][k]]
+        diff = settings_diff(ck.get('settings') or {}, s) + [f"methods {old.get('methods', {})} → {methods}"] * (old.get('methods', {}) != methods)
+        if changed or diff:
+            why = (f"inputs changed ({', '.join(changed)})" if changed else '') + ('; ' if changed and diff else '') + (f"settings differ ({'; '.join(diff)})" if diff else '')
+            if rank == 0: log(f"{ck_path} is another run: {why}; starting a fresh run")
+            ck = None
+        elif old['config'] != meta['config']:   # cannot happen with identical settings, kept as a guard
+            if rank == 0: log(f"{ck_path} has another model config; starting a fresh run")
+            ck = None
+    elif resume and rank == 0: log(f"no checkpoint at {ck_path}; starting a fresh run")
+    if ck is None:
+        if rank == 0: _fresh_out(out, live_dir)
+    elif ck['epoch'] >= s['epochs'] and ck.get('summary') and (out/'model.safetensors').exists() and (out/'meta.json').exists():
+        if rank == 0: log(f"{out} already holds this run, finished ({ck['epoch']} epochs, {ck['global_step']} steps, same settings and inputs); reused, nothing trained")
+        return {**ck['summary'], 'reused': True}
+    else:
         model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer'])
         epoch0, step0, gstep = ck['epoch'], ck['step_in_epoch'], ck['global_step']
         _set_rng_state(ck['rng'])
-        if rank == 0: log(f"resumed from {ck_path} at epoch {epoch0} step {step0} (global step {gstep})")
+        if rank == 0:
+            _trim_live(live_dir, gstep)
+            log(f"resumed from {ck_path} at epoch {epoch0} step {step0} (global step {gstep}), same settings and inputs")
     emb, pemb = kn['entity_emb'].to(device), kn['position_emb'].to(device)
     net = model
     if world > 1:
@@ -392,12 +418,13 @@ def pretrain(store, # image store folder (`medklip prepare`)
     live = None
     if rank == 0:
         from dvclive import Live
-        live = Live(dir=str(live_dir or out/'dvclive'), resume=resume, save_dvc_exp=False, dvcyaml=False)
+        live = Live(dir=str(live_dir), resume=ck is not None, save_dvc_exp=False, dvcyaml=False)
     use_amp = bool(s['amp']) and device.type == 'cuda'
-    summary = dict(steps=gstep, epochs_done=epoch0, stopped_early=False, val_auc=None, loss=None)
+    summary = dict(steps=gstep, epochs_done=epoch0, stopped_early=False, val_auc=None, loss=None, reused=False)
+    if ck is not None and ck.get('summary'): summary.update({k: v for k, v in ck['summary'].items() if k not in ('steps', 'epochs_done', 'stopped_early')})
 
     def checkpoint(epoch, step):
-        if rank == 0: save_checkpoint(ck_path, model, opt, meta, s, epoch, step, gstep)
+        if rank == 0: save_checkpoint(ck_path, model, opt, meta, s, epoch, step, gstep, summary={**summary, 'epochs_done': epoch})
         if world > 1: torch.distributed.barrier()
 
     net.train()
@@ -458,7 +485,7 @@ def pretrain(store, # image store folder (`medklip prepare`)
         summary['epochs_done'] = epoch + 1
         checkpoint(epoch + 1, 0)
     if rank == 0:
-        save_final(out, model, meta)
+        save_final(out, model, {**meta, 'trained': dict(epochs=summary['epochs_done'], steps=gstep)})
         if live is not None: live.end()
     return summary
 

@@ -109,7 +109,7 @@ def import_upstream(ckpt, # upstream checkpoint (.pth) saved by the original Med
                     heads:int=4, image_size:int=224, trust_pickle:bool=False, log=print) -> dict:
     "Convert an upstream MedKLIP checkpoint to ours; returns the written meta (without tensors)."
     from medklip.model import MedKLIP
-    from medklip.train import load_knowledge, save_final
+    from medklip.checkpoint import load_knowledge, save_final
     sd, rest = read_upstream(ckpt, trust_pickle)
     config = infer_config(sd, heads, image_size)
     config.heatmap_layers = min(UPSTREAM_HEATMAP_LAYERS, config.layers)

@@ -67,14 +67,14 @@ def test_losses_finite_with_trunk_gradient(corpus, fn):
 def test_no_anatomy_is_a_clear_error(tmp_path):
     c = T.make_synthetic_corpus(tmp_path, n=12, size=32)
     with pytest.raises(MedklipError, match='--anatomy'):
-        T.pretrain(c/'store', c/'triplets.jsonl', c/'knowledge', tmp_path/'m', {**TINY, 'aux_losses': {'gkmvlp': 1.0}}, log=lambda *a: None)
+        T.pretrain(c/'store', c/'triplets.jsonl', c/'knowledge', tmp_path/'m', {**TINY, 'gkmvlp_weight': 1.0}, log=lambda *a: None)
 
 
 def test_option_off_leaves_training_unchanged_and_on_changes_it(corpus, tmp_path):
     "Weight 0 trains exactly the same weights as no option; a positive weight trains different ones; both names resolve lazily."
     run = lambda out, aux: T.pretrain(corpus/'store', corpus/'triplets.jsonl', corpus/'knowledge', tmp_path/out,
-                                      {**TINY, 'aux_losses': aux}, log=lambda *a: None)
-    run('off', {}); run('zero', {'gkmvlp': 0.0, 'gkmvlp_attn': 0.0}); run('on', {'gkmvlp': 1.0, 'gkmvlp_attn': 1.0})
+                                      {**TINY, **aux}, log=lambda *a: None)
+    run('off', {}); run('zero', {'gkmvlp_weight': 0.0, 'gkmvlp_attn_weight': 0.0}); run('on', {'gkmvlp_weight': 1.0, 'gkmvlp_attn_weight': 1.0})
     w = {k: T.load_checkpoint(tmp_path/k)[0].state_dict() for k in ('off', 'zero', 'on')}
     assert all(torch.equal(w['off'][k], w['zero'][k]) for k in w['off'])
     assert any(not torch.equal(w['off'][k], w['on'][k]) for k in w['off'])

@@ -11,7 +11,8 @@ from medklip.core import MedklipError
 from medklip.vocab import ENTITIES, POSITIONS, ENTITY_INDEX as E, POSITION_INDEX as P
 from medklip.methods.medfilip import (FindingBank, MedFILIPLoss, finding_category, finding_text, image_text_logits,
                                       medfilip_objective, register_medfilip, soft_targets)
-from medklip.train import AUX_LOSSES, make_synthetic_corpus, pretrain
+from medklip.losses import AUX_LOSSES
+from medklip.train import make_synthetic_corpus, pretrain
 from medklip.text.embed import (KnowledgeEmbeddings, embed_texts, load_knowledge_embeddings, make_tiny_text_model,
                                 save_knowledge_embeddings)
 
@@ -159,7 +160,7 @@ def test_encoder_from_batch(corpus):
 
 
 def _train(corpus, out, aux):
-    return pretrain(corpus/'store', corpus/'triplets.jsonl', corpus/'knowledge', out, {**TINY, 'aux_losses': aux}, log=lambda *a: None)
+    return pretrain(corpus/'store', corpus/'triplets.jsonl', corpus/'knowledge', out, {**TINY, 'medfilip_weight': aux.get('medfilip', 0.0)}, log=lambda *a: None)
 
 
 def _weights(out):
@@ -182,7 +183,7 @@ def test_pretrain_logs_aux_medfilip(corpus, tmp_path):
     loss = register_medfilip(corpus/'knowledge', cache_dir=False)
     assert AUX_LOSSES['medfilip'] is loss
     seen = []
-    s = pretrain(corpus/'store', corpus/'triplets.jsonl', corpus/'knowledge', tmp_path, {**TINY, 'aux_losses': {'medfilip': 1.0}},
+    s = pretrain(corpus/'store', corpus/'triplets.jsonl', corpus/'knowledge', tmp_path, {**TINY, 'medfilip_weight': 1.0},
                  callbacks=[seen.append], log=lambda *a: None)
     assert s['steps'] == 3 and all(torch.isfinite(torch.tensor(x['aux_medfilip'])) for x in seen)
     tsv = tmp_path/'dvclive'/'plots'/'metrics'/'train'/'aux_medfilip.tsv'
@@ -193,7 +194,7 @@ def test_pretrain_logs_aux_medfilip(corpus, tmp_path):
 
 
 def test_module_function_name_resolves():
-    from medklip.train import resolve_aux_losses
+    from medklip.losses import resolve_aux_losses
     import medklip.methods.medfilip as mf
     fn, w = resolve_aux_losses({'medklip.methods.medfilip:medfilip_loss': 2})[0]
     assert fn is mf.medfilip_loss and w == 2.0

@@ -21,7 +21,8 @@ def corpus(tmp_path_factory):
 
 def _run(corpus, out, **kw):
     settings = {**TINY, **kw.pop('settings', {})}
-    return T.pretrain(corpus/'store', corpus/'triplets.jsonl', corpus/'knowledge', out, settings, log=lambda *a: None, **kw)
+    kw.setdefault('log', lambda *a: None)
+    return T.pretrain(corpus/'store', corpus/'triplets.jsonl', corpus/'knowledge', out, settings, **kw)
 
 
 def test_training_steps_reduce_loss(corpus):
@@ -111,10 +112,72 @@ def test_bad_inputs_are_clear(corpus, tmp_path):
         T.load_checkpoint(tmp_path/'nothing.ckpt')
 
 
-def test_resume_refuses_other_model_config(corpus, tmp_path):
+def test_resume_with_other_settings_starts_a_fresh_run(corpus, tmp_path):
+    "Resume continues only the same run: other settings (epochs, lr, model size, a method weight) train anew and say what differs."
+    out, logs = tmp_path/'m', []
+    _run(corpus, out)                                                       # 2 epochs, 6 steps, finished
+    for change, expect in [(dict(epochs=1), 'epochs 2 → 1'), (dict(lr=5e-4), 'lr 0.001 → 0.0005'), (dict(d_model=64), 'd_model 32 → 64')]:
+        logs.clear(); steps = []
+        s = _run(corpus, out, settings=change, resume=True, callbacks=[steps.append], log=logs.append)
+        assert any('starting a fresh run' in str(l) and expect in str(l) for l in logs), logs
+        assert steps and steps[0]['global_step'] == 1 and s['reused'] is False
+        ck = torch.load(out/'last.ckpt', weights_only=True)
+        assert all(ck['settings'][k] == v for k, v in change.items())      # the checkpoint is the run the settings describe
+        meta = json.loads((out/'meta.json').read_text())
+        assert all(meta['settings'][k] == v for k, v in change.items()) and meta['trained']['epochs'] == ck['epoch']
+        _run(corpus, out)                                                   # back to the reference run for the next case
+
+
+def test_finished_identical_run_is_reused_and_runtime_settings_do_not_matter(corpus, tmp_path):
+    out, logs, steps = tmp_path/'m', [], []
+    _run(corpus, out)
+    before = (out/'model.safetensors').read_bytes()
+    s = _run(corpus, out, settings=dict(threads=1, val_batch_size=7), resume=True, callbacks=[steps.append], log=logs.append)
+    assert steps == [] and s['reused'] and s['epochs_done'] == 2 and s['steps'] == 6
+    assert any('reused, nothing trained' in str(l) for l in logs)
+    assert (out/'model.safetensors').read_bytes() == before
+
+
+def test_resume_on_a_truncated_checkpoint_is_a_clear_error(corpus, tmp_path):
     _run(corpus, tmp_path, settings=dict(max_steps=1))
-    with pytest.raises(MedklipError, match='same settings'):
-        _run(corpus, tmp_path, settings=dict(d_model=64), resume=True)
+    ck = tmp_path/'last.ckpt'; ck.write_bytes(ck.read_bytes()[:2000])
+    with pytest.raises(MedklipError, match='not a readable medklip checkpoint.*delete it'):
+        _run(corpus, tmp_path, resume=True)
+
+
+def test_debris_of_a_killed_write_is_removed(corpus, tmp_path):
+    (tmp_path/'.last.ckpt.abc123.tmp').write_bytes(b'half a checkpoint')
+    logs = []
+    _run(corpus, tmp_path, settings=dict(max_steps=1), log=logs.append)
+    assert not list(tmp_path.glob('.*.tmp')) and any('temporary file' in str(l) for l in logs)
+
+
+def test_dvclive_has_no_repeated_steps_after_resume(corpus, tmp_path):
+    class Killed(Exception): pass
+    def kill(info):
+        if info['global_step'] == 5: raise Killed      # steps 1-5 logged, checkpoint at step 4
+    with pytest.raises(Killed):
+        _run(corpus, tmp_path, settings=dict(checkpoint_every_steps=2), callbacks=[kill])
+    _run(corpus, tmp_path, settings=dict(checkpoint_every_steps=2), resume=True)
+    rows = (tmp_path/'dvclive'/'plots'/'metrics'/'train'/'loss.tsv').read_text().splitlines()
+    steps = [int(r.split('\t')[0]) for r in rows[1:]]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize('key,value,msg', [('epochs', 2.5, 'whole number'), ('epochs', 0, '>= 1'), ('crop_scale', 0.9, 'pair'),
+                                           ('batch_size', 0, '>= 1'), ('lr', -1, '> 0'), ('flip', 'false', 'true or false'),
+                                           ('aux_losses', 'gkmvlp', 'replaced by scalar'), ('medfilip_weight', 'on', 'not a number')])
+def test_bad_settings_are_one_line_errors(corpus, tmp_path, key, value, msg):
+    with pytest.raises(MedklipError, match=msg) as e:
+        _run(corpus, tmp_path, settings={key: value})
+    assert f'pretrain.{key}=' in str(e.value) and '\n' not in str(e.value)
+    assert not (tmp_path/'last.ckpt').exists()
+
+
+def test_cuda_without_gpu_is_a_clear_error(corpus, tmp_path):
+    if torch.cuda.is_available(): pytest.skip('a GPU is present')
+    with pytest.raises(MedklipError, match="device='cuda': no CUDA GPU"):
+        _run(corpus, tmp_path, settings=dict(device='cuda'))
 
 
 def test_aux_loss_hook_logs_and_gets_gradient(corpus, tmp_path, monkeypatch):
@@ -132,7 +195,7 @@ def test_aux_loss_hook_logs_and_gets_gradient(corpus, tmp_path, monkeypatch):
         return real_step(self, *a, **k)
     monkeypatch.setattr(torch.optim.AdamW, 'step', step)
     info = []
-    s = _run(corpus, tmp_path, settings=dict(epochs=1, aux_losses={'probe': 0.5}), callbacks=[info.append])
+    s = _run(corpus, tmp_path, settings=dict(epochs=1), aux_losses={'probe': 0.5}, callbacks=[info.append])
     assert s['steps'] == 3 and len(seen) == len(grads) == 3
     for g in grads: assert g is not None and torch.allclose(g, torch.tensor([0.0, -0.5]))   # d(-0.5·mean logit1)/d bias
     b = seen[0][0]
@@ -145,7 +208,7 @@ def test_aux_loss_hook_logs_and_gets_gradient(corpus, tmp_path, monkeypatch):
     assert logged[0].split('\t') == ['step', 'aux_probe'] and len(logged) == 4
     assert [round(float(l.split('\t')[1]), 4) for l in logged[1:]] == [round(i['aux_probe'], 4) for i in info]
     with pytest.raises(MedklipError, match='unknown aux loss'):
-        _run(corpus, tmp_path/'c', settings=dict(aux_losses=['nope']))
+        _run(corpus, tmp_path/'c', aux_losses={'nope': 1.0})
 
 
 def test_resume_after_input_change_trains_anew(corpus, tmp_path):
@@ -153,7 +216,7 @@ def test_resume_after_input_change_trains_anew(corpus, tmp_path):
     out, logs, same = tmp_path/'m', [], []
     _run(corpus, out)
     T.pretrain(corpus/'store', corpus/'triplets.jsonl', corpus/'knowledge', out, TINY, resume=True, log=logs.append, callbacks=[same.append])
-    assert any('resumed from' in str(l) for l in logs) and same == []
+    assert any('reused, nothing trained' in str(l) for l in logs) and same == []
     before = torch.load(out/'last.ckpt', weights_only=True)['global_step']
     # the same triplets with one study's labels flipped: a parser change upstream of this stage
     trip = tmp_path/'triplets.jsonl'
@@ -162,5 +225,5 @@ def test_resume_after_input_change_trains_anew(corpus, tmp_path):
     trip.write_text('\n'.join([json.dumps(d)] + lines[1:]) + '\n')
     logs.clear(); steps = []
     T.pretrain(corpus/'store', trip, corpus/'knowledge', out, TINY, resume=True, log=logs.append, callbacks=[steps.append])
-    assert any('trained on other inputs (triplets changed); starting from scratch' in str(l) for l in logs)
+    assert any('inputs changed (triplets); starting a fresh run' in str(l) for l in logs)
     assert steps and steps[0]['global_step'] == 1 and len(steps) == before  # every step of the schedule ran again

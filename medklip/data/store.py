@@ -118,6 +118,11 @@ def prepare_store(dataset:str, # loader name (see `get_dataset`)
         shutil.rmtree(tmp, ignore_errors=True); raise
     return meta  # on an interruption (Ctrl-C, kill, crash) the temporary folder stays, and the next run resumes from it
 
+def _rel(path, root) -> str:
+    "`path` relative to `root` (POSIX), so a store's files do not depend on where the project is checked out; else as it is."
+    try: return Path(os.path.relpath(Path(path).resolve(), Path(root).resolve())).as_posix()
+    except ValueError: return Path(path).as_posix()
+
 _PROGRESS = 'progress.npz'
 
 def _save_progress(tmp:Path, arr, done:int, ok, hw, s1:float, s2:float, skipped:list):
@@ -154,7 +159,7 @@ def _write_store(ds, rows, paths, tmp:Path, size:int, workers:int, progress:bool
         it = pool.map(_load_one, jobs, chunksize=8) if pool else map(_load_one, jobs)
         bar = tqdm(it, total=n, initial=done, desc=f"prepare {dataset}", unit='img', disable=not progress, file=sys.stderr)
         for k, (img, shape, reason) in enumerate(bar, done):
-            if img is None: skipped.append(dict(path=str(paths[k]), reason=reason))
+            if img is None: skipped.append(dict(path=_rel(paths[k], ds.root), reason=reason))
             else:
                 arr[k], hw[k], ok[k] = img, shape, True
                 f = img.astype(np.float64); s1 += f.sum(); s2 += (f*f).sum()
@@ -174,12 +179,12 @@ def _write_store(ds, rows, paths, tmp:Path, size:int, workers:int, progress:bool
     c = ds.csv.iloc[sel]
     index = pd.DataFrame(dict(row=np.arange(m), image_id=c['image_id'].to_numpy(), study_id=c['study_id'].to_numpy(),
                               patient_id=c['patient_id'].to_numpy(), split=c['split'].to_numpy(), view=c['view'].to_numpy(),
-                              image_path=c['image_path'].to_numpy(), orig_h=hw[ok, 0], orig_w=hw[ok, 1]))
+                              image_path=[_rel(q, ds.root) for q in c['image_path']], orig_h=hw[ok, 0], orig_w=hw[ok, 1]))
     index.to_csv(tmp/'index.csv', index=False)
     np.save(tmp/'labels.npy', ds.labels[sel].astype(np.float32))
     npx = float(m) * size * size
     mean = s1 / npx / 255.; std = float(np.sqrt(max(s2 / npx / 255.**2 - mean**2, 0.)))
-    meta = dict(dataset=dataset, root=str(ds.root), size=size, pathologies=ds.pathologies, mean=mean, std=std, n=m,
+    meta = dict(dataset=dataset, root=_rel(ds.root, Path.cwd()), size=size, pathologies=ds.pathologies, mean=mean, std=std, n=m,
                 skipped=skipped, split=[norm_split(s) for s in splits] if splits else None, n_requested=n, jpeg_draft=bool(draft))
     save_json(meta, tmp/'meta.json')
     return meta

@@ -70,7 +70,7 @@ def load_model(path,                 # checkpoint written by `medklip pretrain`
     "Load a checkpoint for inference: (model in eval mode on `device`, checked meta)."
     path = Path(path)
     if not path.exists(): raise InputError("checkpoint not found; give the file written by `medklip pretrain` (e.g. work/model/last.ckpt)", path=path)
-    from medklip.train import load_checkpoint
+    from medklip.checkpoint import load_checkpoint
     model, meta = load_checkpoint(path)
     check_meta(meta, path)
     return model.to(device).eval(), meta

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ..core import MedklipError
 from ..vocab import POSITION_INDEX
 from ..losses import FLIP_POSITIONS
-from ..train import register_aux_loss
+from ..losses import register_aux_loss
 
 # %% auto #0
 __all__ = ['TEMPERATURE', 'RegionTable', 'warp_anatomy', 'region_masks', 'region_alignment_loss', 'region_attention_loss',

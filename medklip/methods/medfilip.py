@@ -171,7 +171,7 @@ class MedFILIPLoss:
 def register_medfilip(knowledge=None, # knowledge embeddings folder whose encoder embeds the finding texts; None: from the batch
                       **kw) -> MedFILIPLoss: # other `MedFILIPLoss` arguments
     "Register a fresh `MedFILIPLoss` as the `medfilip` aux loss of `medklip.train` and return it."
-    from medklip.train import register_aux_loss
+    from medklip.losses import register_aux_loss
     fn = MedFILIPLoss.from_knowledge(knowledge, **kw) if knowledge is not None else MedFILIPLoss(**kw)
     global medfilip_loss
     medfilip_loss = fn

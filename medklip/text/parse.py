@@ -568,9 +568,10 @@ def parse_reports_cli(argv:list[str]|None=None) -> int:
             n_ok += 1; n_trip += len(trips); n_empty += not trips
             for t in trips: counts[str(t['exist'])][t['entity']] += 1
     secs = time.perf_counter() - t0
-    stats = dict(n_studies=n_ok, n_errors=len(errors), n_triplets=n_trip, n_empty=n_empty, seconds=round(secs, 3),
-                 reports_per_s=round(n_ok / secs, 1) if secs else None, workers=workers, backend=a.backend, uncertain_as=a.uncertain_as,
+    # no timings in the stats file: a DVC output must be the same bytes on every run (the speed goes to stderr)
+    stats = dict(n_studies=n_ok, n_errors=len(errors), n_triplets=n_trip, n_empty=n_empty,
+                 workers=workers, backend=a.backend, uncertain_as=a.uncertain_as,
                  probable_as=a.probable_as, entities={e: {k: counts[k][e] for k in ('1', '0', '-1')} for e in ENTITIES}, errors=errors)
     if a.stats: save_json(stats, a.stats)
-    print(f"parse-reports: {n_ok} studies, {n_trip} triplets, {len(errors)} errors -> {a.out}", file=sys.stderr)
+    print(f"parse-reports: {n_ok} studies, {n_trip} triplets, {len(errors)} errors in {secs:.2f} s ({n_ok / secs if secs else 0:.0f} reports/s) -> {a.out}", file=sys.stderr)
     return 0

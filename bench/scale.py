@@ -7,7 +7,8 @@ Simulates a store index of 377,110 images (8×8 pixels: only the index, labels a
 optimiser step (a tiny model, `max_steps=1`; pretrain reads the triplets and builds the splits itself again).
 Peak resident memory (ru_maxrss) is printed after each phase. Target: first training step <= 60 s on 2 cores.
 Then parses `--reports-n` replicated reports (IU X-ray's real reports from ../shared when present, else demo
-phrasing) on one core with `parse_corpus` and extrapolates 227,835 reports on 8 cores (target <= 30 s).
+phrasing) on one core with `parse_corpus` and extrapolates 227,835 reports on 8 cores (target <= 30 s), and
+times training's `augment()` on CPU with and without RandAugment (images/s). `--only startup|parse|augment`.
 """
 from __future__ import annotations
 import argparse, json, resource, sys, tempfile, time
@@ -96,15 +97,30 @@ def parse(a):
           f"{227835 / (8 * rate):.1f}s at this rate (target <= 30 s, i.e. >= 950 reports/s per core)")
 
 
+def augment_cost(a):
+    "images/s of training's augment() on CPU (batch 48, 256-px uint8 -> 224), without and with RandAugment(2, 7)."
+    import torch
+    from medklip.train import augment
+    torch.set_num_threads(a.threads)
+    x = torch.randint(0, 256, (48, 256, 256), dtype=torch.uint8); m = torch.full((48, 51, 75), -1, dtype=torch.int8)
+    for ops in (0, 2):
+        g = torch.Generator().manual_seed(0); augment(x, m, 224, 0.5, 0.25, generator=g, randaugment_ops=ops)   # warm-up
+        t = time.perf_counter()
+        for _ in range(a.aug_batches): augment(x, m, 224, 0.5, 0.25, generator=g, randaugment_ops=ops)
+        r = 48 * a.aug_batches / (time.perf_counter() - t)
+        print(f"augment on CPU ({a.threads} threads), crop+flip+jitter{' + RandAugment(2, 7)' if ops else ''}: {r:,.0f} images/s")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--images', type=int, default=377110); ap.add_argument('--studies', type=int, default=227835)
     ap.add_argument('--threads', type=int, default=2); ap.add_argument('--reports-n', type=int, default=20000)
     ap.add_argument('--reports', default=str(HERE.parent/'shared'/'data'/'iu_xray'/'reports.csv'), help='report CSV to replicate (findings, impression)')
-    ap.add_argument('--skip', choices=['startup', 'parse'], default=None)
+    ap.add_argument('--aug-batches', type=int, default=10)
+    ap.add_argument('--only', choices=['startup', 'parse', 'augment'], default=None, help='run one part only')
     a = ap.parse_args()
-    if a.skip != 'startup': startup(a)
-    if a.skip != 'parse': parse(a)
+    for name, fn in (('startup', startup), ('parse', parse), ('augment', augment_cost)):
+        if a.only in (None, name): fn(a)
 
 
 if __name__ == '__main__':

@@ -20,6 +20,7 @@ from .checkpoint import (save_checkpoint, save_final, load_checkpoint, read_chec
                                 _set_rng_state, _unwrap)
 from .text.parse import label_matrix, exist_vector
 from .data.store import ImageStore
+from .augment import rand_augment
 
 # %% auto #0
 __all__ = ['DEFAULTS', 'RUNTIME_SETTINGS', 'resolve_settings', 'run_settings', 'settings_diff', 'read_triplets', 'SplitData',
@@ -33,6 +34,7 @@ DEFAULTS: dict = dict(
     num_negatives=7, temperature=1.0, seed=42, flip=True, crop_scale=[0.2, 1.0], jitter=0.1,
     compile=False, amp=True, checkpoint_every_steps=0, workers=2, max_steps=None, device=None, val_batch_size=64,
     val_every=1, threads=0, gkmvlp_weight=0.0, gkmvlp_attn_weight=0.0, medfilip_weight=0.0,
+    randaugment_ops=2, randaugment_magnitude=7.0,
 )
 
 # What each setting may be: (kind, lower bound, upper bound); bounds are inclusive unless noted in `_OPEN`.
@@ -44,7 +46,8 @@ _RULES: dict = dict(
     seed=('int', 0, None), flip=('bool', None, None), crop_scale=('range', 0, 1), jitter=('float', 0, 1), compile=('bool', None, None),
     amp=('bool', None, None), checkpoint_every_steps=('int', 0, None), workers=('int', 0, None), max_steps=('int?', 1, None),
     device=('str?', None, None), val_batch_size=('int', 1, None), val_every=('int', 1, None), threads=('int', 0, None),
-    gkmvlp_weight=('float', 0, None), gkmvlp_attn_weight=('float', 0, None), medfilip_weight=('float', 0, None))
+    gkmvlp_weight=('float', 0, None), gkmvlp_attn_weight=('float', 0, None), medfilip_weight=('float', 0, None),
+    randaugment_ops=('int', 0, 10), randaugment_magnitude=('float', 0, 10))
 _OPEN = {'lr', 'temperature', 'dropout'}     # strictly above the lower bound (dropout: strictly below 1)
 _CHOICES = dict(stride=[8, 16])
 
@@ -201,7 +204,8 @@ def augment(images, # (B,S,S) uint8 on the training device
             flip:bool=True, # mirror half of the images (with the left/right label swap)
             jitter:float=0.1, # brightness/contrast jitter amplitude
             generator=None, # seeded torch.Generator on the same device
-            return_geometry:bool=False): # also return (theta (B,2,3) affine of `F.affine_grid`, flipped (B,) bool)
+            return_geometry:bool=False, # also return (theta (B,2,3) affine of `F.affine_grid`, flipped (B,) bool)
+            randaugment_ops:int=0, randaugment_magnitude:float=7.): # upstream's RandAugment after crop and flip (`medklip.augment`; 0: off)
     "Randomly cropped, flipped, jittered and normalised (B,3,image_size,image_size) batch and its (swapped) labels."
     B, dev = images.shape[0], images.device
     u = lambda *s: torch.rand(*s, generator=generator, device=dev)
@@ -217,6 +221,9 @@ def augment(images, # (B,S,S) uint8 on the training device
     x = images.unsqueeze(1).float() / 255.0
     grid = F.affine_grid(theta, (B, 1, image_size, image_size), align_corners=False)
     x = F.grid_sample(x, grid, mode='bilinear', padding_mode='border', align_corners=False)
+    if randaugment_ops:
+        x, A = rand_augment(x, randaugment_ops, randaugment_magnitude, generator, return_affine=True)
+        theta = (torch.cat([theta, A[:, 2:]], 1) @ A)[:, :2]   # crop then RandAugment's geometry, for maps aligned with the image
     if jitter:
         c = 1 + jitter * (2 * u(B, 1, 1, 1) - 1); b = jitter * (2 * u(B, 1, 1, 1) - 1)
         mu = x.mean((-1, -2), keepdim=True)
@@ -435,7 +442,8 @@ def pretrain(store, # image store folder (`medklip prepare`)
         for step, which, x, m in _loader(src, s, device):
             g = torch.Generator(device=device).manual_seed(_batch_seed(s['seed'], epoch, step, rank))
             x, m, (theta, flipped) = augment(x.to(device, non_blocking=True), m.to(device, non_blocking=True), s['image_size'], mean, std,
-                                             s['crop_scale'], s['flip'], s['jitter'], g, return_geometry=True)
+                                             s['crop_scale'], s['flip'], s['jitter'], g, return_geometry=True,
+                                             randaugment_ops=s['randaugment_ops'], randaugment_magnitude=s['randaugment_magnitude'])
             if device.type == 'cuda': x = x.contiguous(memory_format=torch.channels_last)
             lr = lr_at(gstep, s, total)
             for pg in opt.param_groups: pg['lr'] = lr

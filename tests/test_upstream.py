@@ -196,3 +196,26 @@ def test_imported_checkpoint_uses_upstream_preprocessing(tmp_path):
         out = model(x, meta['entity_emb'])
     assert torch.allclose(out['attn'].flatten(-2), torch.stack(ws[1:]).mean(0), atol=1e-6)
     assert not torch.allclose(out['attn'].flatten(-2), torch.stack(ws).mean(0), atol=1e-6)
+
+
+def test_finetuning_an_imported_trunk_keeps_upstream_normalisation(tmp_path):
+    from medklip.finetune import load_trunk
+    from medklip.model import MedKLIPConfig
+    from medklip.upstream import fake_upstream_state_dict
+    k = make_synthetic_corpus(tmp_path/'c', n=4, size=32, text_dim=16)/'knowledge'
+    torch.save({'model': fake_upstream_state_dict(MedKLIPConfig(backbone='tiny', d_model=16, layers=1, heads=2, ffn=32, text_dim=16))}, tmp_path/'up.pth')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore'); import_upstream(tmp_path/'up.pth', k, tmp_path/'o', heads=2, log=lambda *a: None)
+    _, origin = load_trunk('pretrained', tmp_path/'o')
+    assert origin['mean'] == (0.485, 0.456, 0.406) and origin['std'] == (0.229, 0.224, 0.225)
+    _, own = load_trunk('pretrained', _own_ckpt(tmp_path))
+    assert 'mean' not in own            # a checkpoint trained here: fine-tuning normalises with the store's grey statistics
+
+
+def _own_ckpt(tmp_path):
+    from medklip.train import pretrain
+    root = make_synthetic_corpus(tmp_path/'own', n=12, size=32, text_dim=16)
+    pretrain(root/'store', root/'triplets.jsonl', root/'knowledge', tmp_path/'own_out',
+             dict(backbone='tiny', image_size=32, d_model=16, layers=1, heads=2, ffn=32, batch_size=4, epochs=1, workers=0, warmup_steps=1),
+             log=lambda *a: None)
+    return tmp_path/'own_out'

@@ -83,7 +83,8 @@ def headline(detail_dir='metrics/detail', # folder of the evaluation stages' det
     for f in sorted(glob.glob(str(finetune_glob))):
         r = _read(f) or {}
         v = finetune_headline(r)
-        if v is not None: ft[f"{r.get('task')}_{r.get('init')}_{r.get('fraction')}"] = _r(v)
+        init = r.get('init'); init = init.get('init') if isinstance(init, dict) else init
+        if v is not None: ft[f"{r.get('task')}_{init}_{r.get('fraction')}"] = _r(v)
     if ft: out['finetune'] = ft
     return out
 

@@ -117,3 +117,18 @@ def test_anatomy_bad_table_and_missing_maps(tmp_path):
     (an / "regions.json").write_text(json.dumps({"1": "right_mid_lung"}))
     with pytest.raises(MedklipError, match="none of the 2 images"): prepare_store("tb", tmp_path, tmp_path / "s", size=8, progress=False, anatomy=an)
     assert not (tmp_path / "s").exists()
+
+
+def test_store_is_location_independent(tmp_path, monkeypatch):
+    "The same dataset prepared from two checkouts at different paths gives byte-identical index and meta (no absolute paths)."
+    out = {}
+    for where in ('a', 'b/deeper'):
+        proj = tmp_path/where; (proj/'data').mkdir(parents=True)
+        tb_tree(proj/'data', bad=(3,))
+        monkeypatch.chdir(proj)
+        prepare_store('tb', 'data', 'st', size=16, progress=False, workers=1)
+        out[where] = [(proj/'st'/f).read_bytes() for f in ('index.csv', 'meta.json')]
+    assert out['a'] == out['b/deeper']
+    meta = json.loads(out['a'][1])
+    assert meta['root'] == 'data' and not meta['skipped'][0]['path'].startswith('/')
+    assert not any(str(tmp_path) in b.decode() for b in out['a'])

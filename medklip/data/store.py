@@ -125,7 +125,9 @@ def _write_store(ds, rows, tmp:Path, size:int, workers:int, progress:bool, datas
     try:
         it = pool.map(_load_one, jobs, chunksize=8) if pool else map(_load_one, jobs)
         for k, (img, shape, reason) in enumerate(tqdm(it, total=n, desc=f"prepare {dataset}", unit='img', disable=not progress, file=sys.stderr)):
-            if img is None: skipped.append(dict(path=_rel(paths[k], ds.root), reason=reason)); continue
+            if img is None:
+                rel = _rel(paths[k], ds.root)   # the reason names the file too: relative there as well
+                skipped.append(dict(path=rel, reason=str(reason).replace(str(paths[k]), rel))); continue
             arr[k], hw[k], ok[k] = img, shape, True
             f = img.astype(np.float64); s1 += f.sum(); s2 += (f*f).sum()
     finally:

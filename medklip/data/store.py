@@ -166,7 +166,7 @@ def _write_anatomy(tmp:Path, meta:dict, folder:Path, table:dict, size:int) -> di
         else: arr[k] = a
     arr.flush(); del arr
     if missing == len(ids): raise InputError(f"none of the {len(ids)} images has an anatomy map <image_id>.png here (e.g. {ids[0]}.png)", path=folder)
-    meta = dict(meta, anatomy=dict(table, dir=str(folder.absolute()), missing=missing))
+    meta = dict(meta, anatomy=dict(table, dir=_rel(folder, Path.cwd()), missing=missing))
     save_json(meta, tmp/'meta.json')
     return meta
 

@@ -413,8 +413,9 @@ def _strip_run_metadata(path:Path):
     import nbformat
     nb = nbformat.read(path, as_version=4)
     nb.metadata.pop('papermill', None)
-    for c in nb.cells:
+    for i, c in enumerate(nb.cells):
         c.metadata.pop('papermill', None); c.metadata.pop('execution', None)
+        if 'injected-parameters' in c.metadata.get('tags', []): c['id'] = f'injected-parameters-{i}'   # papermill draws a random id
     with atomic_write(path, encoding='utf-8') as f: nbformat.write(nb, f)
 
 def _to_html(nb_path:Path, html_path:Path):

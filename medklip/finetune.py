@@ -285,7 +285,7 @@ def finetune(store, # image store (`medklip prepare`)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save
     with atomic_write(out/'model.safetensors', 'wb') as f:
-        f.write(save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, metadata=dict(format='medklip-finetune-1', task=task)))
+        f.write(save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, metadata={'format': f'medklip-finetune-1:{task}'}))   # one key: safetensors writes several in random order
     save_json(res, out/'metrics.json')
     return res
 

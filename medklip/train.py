@@ -48,7 +48,7 @@ _RULES: dict = dict(
     device=('str?', None, None), val_batch_size=('int', 1, None), val_every=('int', 1, None), threads=('int', 0, None),
     gkmvlp_weight=('float', 0, None), gkmvlp_attn_weight=('float', 0, None), medfilip_weight=('float', 0, None),
     randaugment_ops=('int', 0, 10), randaugment_magnitude=('float', 0, 10))
-_OPEN = {'lr', 'temperature', 'dropout'}     # strictly above the lower bound (dropout: strictly below 1)
+_OPEN = {'lr', 'temperature'}     # strictly above the lower bound (and dropout strictly below 1)
 _CHOICES = dict(stride=[8, 16])
 
 def _bad(k, v, what): return MedklipError(f"pretrain.{k}={v!r}: {what}")
@@ -80,7 +80,7 @@ def _check(k, v):
         return [a, b]
     v = _check_num(k, v, int if kind == 'int' else float)
     if lo is not None and (v < lo or (k in _OPEN and v == lo)): raise _bad(k, v, f"must be {'>' if k in _OPEN else '>='} {lo}")
-    if hi is not None and (v > hi or (k in _OPEN and k == 'dropout' and v == hi)): raise _bad(k, v, f"must be {'<' if k == 'dropout' else '<='} {hi}")
+    if hi is not None and (v > hi or (k == 'dropout' and v == hi)): raise _bad(k, v, f"must be {'<' if k == 'dropout' else '<='} {hi}")
     return v
 
 def _check_num(k, v, typ):
@@ -453,7 +453,8 @@ def pretrain(store, # image store folder (`medklip prepare`)
             if aux:
                 rows = torch.from_numpy(train.rows[which.numpy()])
                 batch = dict(images=x, labels=m, rows=rows, index=which, study=torch.from_numpy(train.study_of[which.numpy()]),
-                             theta=theta, flipped=flipped, store=train.store, entity_emb=emb, position_emb=pemb, epoch=epoch, step=step)
+                             theta=theta, flipped=flipped, store=train.store, entity_emb=emb, position_emb=pemb, epoch=epoch, step=step,
+                             text_model=kn['model_name'], pooling=kn['pooling'])   # the encoder the knowledge was embedded with
                 for fn, w in aux:
                     name, la = fn(batch, o, model)
                     loss = loss + w * la; parts[f'aux_{name}'] = la.detach()

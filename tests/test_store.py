@@ -153,3 +153,18 @@ def test_prepare_workers_default_all_cores(tmp_path, monkeypatch):
     tb_tree(tmp_path, n=4)
     prepare_store("tb", tmp_path, tmp_path / "st", size=8, progress=False)
     assert seen == [7]
+
+
+def test_store_is_location_independent(tmp_path, monkeypatch):
+    "The same dataset prepared from two checkouts at different paths gives byte-identical index and meta (no absolute paths)."
+    out = {}
+    for where in ('a', 'b/deeper'):
+        proj = tmp_path/where; (proj/'data').mkdir(parents=True)
+        tb_tree(proj/'data', bad=(3,))
+        monkeypatch.chdir(proj)
+        prepare_store('tb', 'data', 'st', size=16, progress=False, workers=1)
+        out[where] = [(proj/'st'/f).read_bytes() for f in ('index.csv', 'meta.json')]
+    assert out['a'] == out['b/deeper']
+    meta = json.loads(out['a'][1])
+    assert meta['root'] == 'data' and not meta['skipped'][0]['path'].startswith('/')
+    assert not any(str(tmp_path) in b.decode() for b in out['a'])

@@ -159,7 +159,9 @@ def _write_store(ds, rows, paths, tmp:Path, size:int, workers:int, progress:bool
         it = pool.map(_load_one, jobs, chunksize=8) if pool else map(_load_one, jobs)
         bar = tqdm(it, total=n, initial=done, desc=f"prepare {dataset}", unit='img', disable=not progress, file=sys.stderr)
         for k, (img, shape, reason) in enumerate(bar, done):
-            if img is None: skipped.append(dict(path=_rel(paths[k], ds.root), reason=reason))
+            if img is None:
+                rel = _rel(paths[k], ds.root)   # the reason names the file too: relative there as well
+                skipped.append(dict(path=rel, reason=str(reason).replace(str(paths[k]), rel)))
             else:
                 arr[k], hw[k], ok[k] = img, shape, True
                 f = img.astype(np.float64); s1 += f.sum(); s2 += (f*f).sum()
@@ -201,7 +203,7 @@ def _write_anatomy(tmp:Path, meta:dict, folder:Path, table:dict, size:int) -> di
         else: arr[k] = a
     arr.flush(); del arr
     if missing == len(ids): raise InputError(f"none of the {len(ids)} images has an anatomy map <image_id>.png here (e.g. {ids[0]}.png)", path=folder)
-    meta = dict(meta, anatomy=dict(table, dir=str(folder.absolute()), missing=missing))
+    meta = dict(meta, anatomy=dict(table, dir=_rel(folder, Path.cwd()), missing=missing))
     save_json(meta, tmp/'meta.json')
     return meta
 

@@ -73,7 +73,7 @@ def headline(detail_dir='metrics/detail', # folder of the evaluation stages' det
     meta = _read(Path(model_dir)/'meta.json')
     live = _read(Path(model_dir)/'dvclive'/'metrics.json')
     if meta or live:
-        out['pretrain'] = {k: v for k, v in dict(epochs=((meta or {}).get('trained') or {}).get('epochs'),
+        out['trained'] = {k: v for k, v in dict(epochs=((meta or {}).get('trained') or {}).get('epochs'),
                                                   val_auc=_r(((live or {}).get('val') or {}).get('auc'))).items() if v is not None}
     for f in sorted(d.glob('zeroshot_*.json')):
         out.setdefault(f.stem[len('zeroshot_'):], {}).update({k: _r(v) for k, v in zeroshot_headline(_read(f)).items() if v is not None})
@@ -83,7 +83,8 @@ def headline(detail_dir='metrics/detail', # folder of the evaluation stages' det
     for f in sorted(glob.glob(str(finetune_glob))):
         r = _read(f) or {}
         v = finetune_headline(r)
-        if v is not None: ft[f"{r.get('task')}_{r.get('init')}_{r.get('fraction')}"] = _r(v)
+        init = r.get('init'); init = init.get('init') if isinstance(init, dict) else init
+        if v is not None: ft[f"{r.get('task')}_{init}_{r.get('fraction')}"] = _r(v)
     if ft: out['finetune'] = ft
     return out
 

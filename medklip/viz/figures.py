@@ -4,7 +4,7 @@
 
 # %% ../../nbs/42_viz.figures.ipynb #488bab89
 from __future__ import annotations
-import argparse, json, shutil, tempfile
+import argparse, json, os, shutil, tempfile
 from pathlib import Path
 
 import numpy as np
@@ -395,7 +395,7 @@ def run_figures(params:dict, # parameter values; each notebook receives those it
     for nb in nbs:
         names = notebook_parameters(nb)
         p = {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items() if k in names}
-        p['out_dir'] = str(out.resolve())
+        p['out_dir'] = os.path.relpath(out.resolve(), Path.cwd())   # relative: nothing in reports/ names where the project lives
         with tempfile.TemporaryDirectory() as td:
             src = Path(td)/nb.name; _tag_parameters(nb, src)
             dst = out/nb.name
@@ -403,9 +403,20 @@ def run_figures(params:dict, # parameter values; each notebook receives those it
                                      progress_bar=False, execution_timeout=timeout)
             except pm.PapermillExecutionError as e:
                 raise MedklipError(f"figure notebook {nb} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (executed copy with the traceback: {dst})") from None
+        _strip_run_metadata(dst)
         if html: _to_html(dst, out/f'{nb.stem}.html')
         done.append(dst)
     return done
+
+def _strip_run_metadata(path:Path):
+    "Drop papermill's timestamps and durations from an executed notebook, so a re-run writes the same bytes."
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop('papermill', None)
+    for i, c in enumerate(nb.cells):
+        c.metadata.pop('papermill', None); c.metadata.pop('execution', None)
+        if 'injected-parameters' in c.metadata.get('tags', []): c['id'] = f'injected-parameters-{i}'   # papermill draws a random id
+    with atomic_write(path, encoding='utf-8') as f: nbformat.write(nb, f)
 
 def _to_html(nb_path:Path, html_path:Path):
     import nbformat

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/06_text.parse.ipynb #13ee2ecd
 from __future__ import annotations
-import argparse, bisect, csv, json, os, re, sys, time, unicodedata
+import argparse, bisect, csv, io, json, os, re, sys, time, unicodedata, warnings
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -462,7 +462,7 @@ def exist_vector(matrix:np.ndarray) -> np.ndarray:
 def iter_reports(src,                                             # CSV file or MIMIC-CXR report folder
                  id_col:str='study_id',                           # CSV column with the study id
                  text_cols:tuple=('findings', 'impression')):     # CSV columns holding report text
-    "Yield (row number, study_id or None, {section: text}) for every report in `src`."
+    "Yield (1-based file line of the row, study_id or None, {section: text}) per study in `src`; rows sharing a study id are merged in file order."
     src = Path(src)
     if src.is_dir():
         files = sorted(src.glob('**/s*.txt'))
@@ -471,14 +471,35 @@ def iter_reports(src,                                             # CSV file or 
             yield i, f.stem[1:], {'report': f.read_text(encoding='utf-8', errors='replace')}
         return
     if not src.exists(): raise InputError("report file not found", path=src)
-    with open(src, newline='', encoding='utf-8', errors='replace') as fh:
-        rd = csv.DictReader(fh)
-        cols = rd.fieldnames or []
-        missing = [c for c in [id_col, *text_cols] if c not in cols]
-        if missing: raise InputError(f"missing column(s) {missing}; the file has {cols}. Pass --id-col/--text-cols", path=src)
-        for i, r in enumerate(rd, 2):
-            sid = (r[id_col] or '').strip()
-            yield i, sid or None, {c: r[c] for c in text_cols}
+    fh = io.StringIO(_decode_reports(src), newline='')
+    rd = csv.DictReader(fh)
+    cols = rd.fieldnames or []
+    missing = [c for c in [id_col, *text_cols] if c not in cols]
+    if missing: raise InputError(f"missing column(s) {missing}; the file has {cols}. Pass --id-col/--text-cols", path=src)
+    studies, dups, line = {}, [], 2  # study id -> [first line, {col: text}]; texts of a repeated id are merged in file order
+    for r in rd:
+        sid = (r[id_col] or '').strip() or None
+        if sid is None: studies[('', line)] = [line, None, {c: r[c] for c in text_cols}]
+        elif sid in studies:
+            dups.append(sid); s = studies[sid][2]
+            for c in text_cols: s[c] = '\n'.join(t for t in (s[c], r[c]) if t)
+        else: studies[sid] = [line, sid, {c: r[c] for c in text_cols}]
+        line = rd.line_num + 1
+    if dups: warnings.warn(f"{src}: study id(s) {sorted(set(dups))[:10]} appear on more than one row; their texts were merged in file order")
+    for ln, sid, secs in studies.values(): yield ln, sid, secs
+
+def _decode_reports(src:Path) -> str:
+    "Text of a report CSV: UTF-8 (BOM stripped), UTF-16 by its BOM, or Latin-1 with a warning naming the first non-UTF-8 line."
+    b = src.read_bytes()
+    if b[:2] in (b'\xff\xfe', b'\xfe\xff'):
+        try: return b.decode('utf-16')
+        except UnicodeDecodeError as e: raise InputError(f"UTF-16 file does not decode ({e.reason} at byte {e.start}); re-save it as UTF-8", path=src)
+    try: return b.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        n = b[:e.start].count(b'\n') + 1
+        warnings.warn(f"{src}: line {n} is not UTF-8; the file was read as Latin-1 (re-save it as UTF-8 if that is wrong)")
+        return b.decode('latin-1')
+
 
 # %% ../../nbs/06_text.parse.ipynb #19c8defe
 _WORKER = {}
@@ -561,8 +582,8 @@ def parse_reports_cli(argv:list[str]|None=None) -> int:
     with atomic_write(a.out) as f:
         for row, sid, trips, err in records:
             if err is not None:
-                errors.append(dict(row=row, study_id=sid, error=err))
-                print(f"parse-reports: {a.reports} row {row} (study {sid}): {err}; skipped", file=sys.stderr)
+                errors.append(dict(line=row, study_id=sid, error=err))
+                print(f"parse-reports: {a.reports} line {row} (study {sid}): {err}; skipped", file=sys.stderr)
                 continue
             f.write(json.dumps(dict(study_id=sid, triplets=trips)) + '\n')
             n_ok += 1; n_trip += len(trips); n_empty += not trips

@@ -339,3 +339,17 @@ def test_iter_reports_line_numbers_count_multiline_cells(tmp_path):
     from medklip.text.parse import iter_reports
     f = _csv(tmp_path, b'study_id,findings,impression\n1,"two\nlines",x\n,empty id,\n')
     assert [(ln, s) for ln, s, _ in iter_reports(f)] == [(2, '1'), (4, None)]
+
+def test_mimic_folder_keeps_findings_and_impression(tmp_path):
+    "A MIMIC report folder is parsed from FINDINGS and IMPRESSION only by default: an indication is no mention (issue 13)."
+    from medklip.text.parse import iter_reports
+    f = tmp_path/'files/p10/p10000032/s5.txt'; f.parent.mkdir(parents=True)
+    f.write_text('FINAL REPORT\nINDICATION: eval for pneumonia\nFINDINGS: Large left effusion.\nIMPRESSION: Effusion.')
+    (_, sid, secs), = iter_reports(tmp_path)
+    assert sid == '5' and set(secs) == {'findings', 'impression'} and 'pneumonia' not in ' '.join(secs.values())
+    assert list(iter_reports(tmp_path, sections=('impression',)))[0][2] == {'impression': ' effusion.'}
+    g = tmp_path/'files/p10/p10000032/s6.txt'; g.write_text('No acute process.')  # no sections at all: kept whole
+    assert list(iter_reports(tmp_path))[1][2] == {'report': 'No acute process.'}
+    out = tmp_path/'o.jsonl'
+    assert parse_reports_cli([str(tmp_path), '--out', str(out), '--workers', '1', '--quiet', '--sections', 'all']) == 0
+    assert len(out.read_text().splitlines()) == 2

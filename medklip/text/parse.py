@@ -461,14 +461,18 @@ def exist_vector(matrix:np.ndarray) -> np.ndarray:
 # %% ../../nbs/06_text.parse.ipynb #04535a1d
 def iter_reports(src,                                             # CSV file or MIMIC-CXR report folder
                  id_col:str='study_id',                           # CSV column with the study id
-                 text_cols:tuple=('findings', 'impression')):     # CSV columns holding report text
+                 text_cols:tuple=('findings', 'impression'),      # CSV columns holding report text
+                 sections:tuple|None=('findings', 'impression')): # MIMIC folder: sections kept (None = all); a report with none of them is kept whole
     "Yield (1-based file line of the row, study_id or None, {section: text}) per study in `src`; rows sharing a study id are merged in file order."
     src = Path(src)
     if src.is_dir():
         files = sorted(src.glob('**/s*.txt'))
         if not files: raise InputError("no MIMIC-CXR report files (files/pXX/pXXXXXXXX/sXXXXXXXX.txt) found; point at the mimic-cxr-reports folder", path=src)
         for i, f in enumerate(files):
-            yield i, f.stem[1:], {'report': f.read_text(encoding='utf-8', errors='replace')}
+            t = f.read_text(encoding='utf-8', errors='replace'); keep = {}
+            for n, b in (split_sections(normalize_text(t)) if sections else []):
+                if n in sections: keep[n] = '\n'.join(x for x in (keep.get(n), b) if x)
+            yield i, f.stem[1:], keep or {'report': t}
         return
     if not src.exists(): raise InputError("report file not found", path=src)
     fh = io.StringIO(_decode_reports(src), newline='')
@@ -538,7 +542,7 @@ def _backend_records(a):
     ext = backends.LLMExtractor(a.llm_url, a.llm_model, api_key=os.environ.get(a.llm_key_env), cache_dir=a.llm_cache or None,
                                retries=a.llm_retries, backoff=a.llm_backoff)
     def _records():
-        for row, sid, sections in iter_reports(a.reports, a.id_col, tuple(a.text_cols)):
+        for row, sid, sections in iter_reports(a.reports, a.id_col, tuple(a.text_cols), None if a.sections == ['all'] else tuple(s.lower() for s in a.sections)):
             try: yield row, sid, ext(sid, '\n'.join(t for t in sections.values() if t))['triplets'], None
             except MedklipError as e: yield row, sid, None, str(e)
     return _records()
@@ -549,6 +553,7 @@ def parse_reports_cli(argv:list[str]|None=None) -> int:
     ap.add_argument('reports', help='CSV of reports, or a MIMIC-CXR report folder (files/pXX/pXXXXXXXX/sXXXXXXXX.txt; study_id = stem without "s")')
     ap.add_argument('--id-col', default='study_id', help='CSV column with the study id (default: study_id)')
     ap.add_argument('--text-cols', nargs='+', default=['findings', 'impression'], help='CSV columns with report text (default: findings impression)')
+    ap.add_argument('--sections', nargs='+', default=['findings', 'impression'], help="MIMIC folder: report sections parsed (default: findings impression; 'all' = every section except indication/history/comparison/technique)")
     ap.add_argument('--out', required=True, help='output JSONL, one line per study')
     ap.add_argument('--workers', type=int, default=0, help='worker processes (default 0 = all cores)')
     ap.add_argument('--stats', default=None, help='write parse statistics and per-entity counts (JSON) here')
@@ -575,7 +580,7 @@ def parse_reports_cli(argv:list[str]|None=None) -> int:
     kw = dict(backend=a.backend, model=a.model, linker=a.linker, window=a.window, fuzzy=not a.no_fuzzy, uncertain_as=a.uncertain_as, probable_as=a.probable_as)
     if a.backend in ('rules', 'spacy'):
         ReportParser(**kw)  # fail early on bad options
-        records = parse_corpus(iter_reports(a.reports, a.id_col, tuple(a.text_cols)), workers=workers, progress=not a.quiet, **kw)
+        records = parse_corpus(iter_reports(a.reports, a.id_col, tuple(a.text_cols), None if a.sections == ['all'] else tuple(s.lower() for s in a.sections)), workers=workers, progress=not a.quiet, **kw)
     else: records = _backend_records(a)
     t0 = time.perf_counter()
     errors, counts, n_ok, n_trip, n_empty = [], {x: Counter() for x in ('1', '0', '-1')}, 0, 0, 0

@@ -101,8 +101,8 @@ def test_cli_csv_bad_row_and_atomic(tmp_path, capsys):
     assert [l['study_id'] for l in lines] == ['1', '3']
     assert {'entity': 'effusion', 'position': 'left_pleural', 'exist': 1} in lines[0]['triplets']
     st = json.loads(stats.read_text())
-    assert st['n_errors'] == 1 and st['errors'][0]['row'] == 3 and st['entities']['pneumothorax']['0'] == 1
-    assert 'row 3' in capsys.readouterr().err
+    assert st['n_errors'] == 1 and st['errors'][0]['line'] == 3 and st['entities']['pneumothorax']['0'] == 1
+    assert 'r.csv line 3' in capsys.readouterr().err
     assert not list(tmp_path.glob('.o.jsonl.*'))  # no temporary file left behind
 
 def test_cli_missing_column_keeps_old_output(tmp_path):
@@ -314,3 +314,42 @@ def test_negex_bench_beats_keyword_baseline(shared_dir, capsys):
     assert m.main(['--shared', str(shared_dir)]) == 0
     acc = [float(x) for x in re.findall(r'accuracy=([0-9.]+)', capsys.readouterr().out)]
     assert len(acc) == 4 and acc[0] >= acc[1] and acc[0] > 0.9
+
+
+# ---- parse-reports input robustness (issue 14) ----
+def _csv(tmp_path, data:bytes):
+    f = tmp_path/'r.csv'; f.write_bytes(data); return f
+
+def test_iter_reports_merges_duplicate_study_ids(tmp_path):
+    from medklip.text.parse import iter_reports
+    f = _csv(tmp_path, b'study_id,findings,impression\n1,large left pleural effusion.,\n2,normal.,\n1,,no pneumothorax.\n')
+    with pytest.warns(UserWarning, match=r"\['1'\].*merged"): out = list(iter_reports(f))
+    assert [(ln, s) for ln, s, _ in out] == [(2, '1'), (3, '2')]
+    assert out[0][2] == {'findings': 'large left pleural effusion.', 'impression': 'no pneumothorax.'}
+
+def test_iter_reports_bom_utf16_latin1(tmp_path):
+    from medklip.text.parse import iter_reports
+    rows = 'study_id,findings,impression\n7,café effusion.,normal\n'
+    assert list(iter_reports(_csv(tmp_path, b'\xef\xbb\xbf' + rows.encode())))[0][1] == '7'   # BOM is not a missing column
+    assert list(iter_reports(_csv(tmp_path, rows.encode('utf-16'))))[0][2]['findings'] == 'café effusion.'
+    with pytest.warns(UserWarning, match='line 2 is not UTF-8'):
+        assert list(iter_reports(_csv(tmp_path, rows.encode('latin-1'))))[0][2]['findings'] == 'café effusion.'
+
+def test_iter_reports_line_numbers_count_multiline_cells(tmp_path):
+    from medklip.text.parse import iter_reports
+    f = _csv(tmp_path, b'study_id,findings,impression\n1,"two\nlines",x\n,empty id,\n')
+    assert [(ln, s) for ln, s, _ in iter_reports(f)] == [(2, '1'), (4, None)]
+
+def test_mimic_folder_keeps_findings_and_impression(tmp_path):
+    "A MIMIC report folder is parsed from FINDINGS and IMPRESSION only by default: an indication is no mention (issue 13)."
+    from medklip.text.parse import iter_reports
+    f = tmp_path/'files/p10/p10000032/s5.txt'; f.parent.mkdir(parents=True)
+    f.write_text('FINAL REPORT\nINDICATION: eval for pneumonia\nFINDINGS: Large left effusion.\nIMPRESSION: Effusion.')
+    (_, sid, secs), = iter_reports(tmp_path)
+    assert sid == '5' and set(secs) == {'findings', 'impression'} and 'pneumonia' not in ' '.join(secs.values())
+    assert list(iter_reports(tmp_path, sections=('impression',)))[0][2] == {'impression': ' effusion.'}
+    g = tmp_path/'files/p10/p10000032/s6.txt'; g.write_text('No acute process.')  # no sections at all: kept whole
+    assert list(iter_reports(tmp_path))[1][2] == {'report': 'No acute process.'}
+    out = tmp_path/'o.jsonl'
+    assert parse_reports_cli([str(tmp_path), '--out', str(out), '--workers', '1', '--quiet', '--sections', 'all']) == 0
+    assert len(out.read_text().splitlines()) == 2

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/06_text.parse.ipynb #13ee2ecd
 from __future__ import annotations
-import argparse, bisect, csv, json, os, re, sys, time, unicodedata
+import argparse, bisect, csv, io, json, os, re, sys, time, unicodedata, warnings
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -461,24 +461,49 @@ def exist_vector(matrix:np.ndarray) -> np.ndarray:
 # %% ../../nbs/06_text.parse.ipynb #04535a1d
 def iter_reports(src,                                             # CSV file or MIMIC-CXR report folder
                  id_col:str='study_id',                           # CSV column with the study id
-                 text_cols:tuple=('findings', 'impression')):     # CSV columns holding report text
-    "Yield (row number, study_id or None, {section: text}) for every report in `src`."
+                 text_cols:tuple=('findings', 'impression'),      # CSV columns holding report text
+                 sections:tuple|None=('findings', 'impression')): # MIMIC folder: sections kept (None = all); a report with none of them is kept whole
+    "Yield (1-based file line of the row, study_id or None, {section: text}) per study in `src`; rows sharing a study id are merged in file order."
     src = Path(src)
     if src.is_dir():
         files = sorted(src.glob('**/s*.txt'))
         if not files: raise InputError("no MIMIC-CXR report files (files/pXX/pXXXXXXXX/sXXXXXXXX.txt) found; point at the mimic-cxr-reports folder", path=src)
         for i, f in enumerate(files):
-            yield i, f.stem[1:], {'report': f.read_text(encoding='utf-8', errors='replace')}
+            t = f.read_text(encoding='utf-8', errors='replace'); keep = {}
+            for n, b in (split_sections(normalize_text(t)) if sections else []):
+                if n in sections: keep[n] = '\n'.join(x for x in (keep.get(n), b) if x)
+            yield i, f.stem[1:], keep or {'report': t}
         return
     if not src.exists(): raise InputError("report file not found", path=src)
-    with open(src, newline='', encoding='utf-8', errors='replace') as fh:
-        rd = csv.DictReader(fh)
-        cols = rd.fieldnames or []
-        missing = [c for c in [id_col, *text_cols] if c not in cols]
-        if missing: raise InputError(f"missing column(s) {missing}; the file has {cols}. Pass --id-col/--text-cols", path=src)
-        for i, r in enumerate(rd, 2):
-            sid = (r[id_col] or '').strip()
-            yield i, sid or None, {c: r[c] for c in text_cols}
+    fh = io.StringIO(_decode_reports(src), newline='')
+    rd = csv.DictReader(fh)
+    cols = rd.fieldnames or []
+    missing = [c for c in [id_col, *text_cols] if c not in cols]
+    if missing: raise InputError(f"missing column(s) {missing}; the file has {cols}. Pass --id-col/--text-cols", path=src)
+    studies, dups, line = {}, [], 2  # study id -> [first line, {col: text}]; texts of a repeated id are merged in file order
+    for r in rd:
+        sid = (r[id_col] or '').strip() or None
+        if sid is None: studies[('', line)] = [line, None, {c: r[c] for c in text_cols}]
+        elif sid in studies:
+            dups.append(sid); s = studies[sid][2]
+            for c in text_cols: s[c] = '\n'.join(t for t in (s[c], r[c]) if t)
+        else: studies[sid] = [line, sid, {c: r[c] for c in text_cols}]
+        line = rd.line_num + 1
+    if dups: warnings.warn(f"{src}: study id(s) {sorted(set(dups))[:10]} appear on more than one row; their texts were merged in file order")
+    for ln, sid, secs in studies.values(): yield ln, sid, secs
+
+def _decode_reports(src:Path) -> str:
+    "Text of a report CSV: UTF-8 (BOM stripped), UTF-16 by its BOM, or Latin-1 with a warning naming the first non-UTF-8 line."
+    b = src.read_bytes()
+    if b[:2] in (b'\xff\xfe', b'\xfe\xff'):
+        try: return b.decode('utf-16')
+        except UnicodeDecodeError as e: raise InputError(f"UTF-16 file does not decode ({e.reason} at byte {e.start}); re-save it as UTF-8", path=src)
+    try: return b.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        n = b[:e.start].count(b'\n') + 1
+        warnings.warn(f"{src}: line {n} is not UTF-8; the file was read as Latin-1 (re-save it as UTF-8 if that is wrong)")
+        return b.decode('latin-1')
+
 
 # %% ../../nbs/06_text.parse.ipynb #19c8defe
 _WORKER = {}
@@ -517,7 +542,7 @@ def _backend_records(a):
     ext = backends.LLMExtractor(a.llm_url, a.llm_model, api_key=os.environ.get(a.llm_key_env), cache_dir=a.llm_cache or None,
                                retries=a.llm_retries, backoff=a.llm_backoff)
     def _records():
-        for row, sid, sections in iter_reports(a.reports, a.id_col, tuple(a.text_cols)):
+        for row, sid, sections in iter_reports(a.reports, a.id_col, tuple(a.text_cols), None if a.sections == ['all'] else tuple(s.lower() for s in a.sections)):
             try: yield row, sid, ext(sid, '\n'.join(t for t in sections.values() if t))['triplets'], None
             except MedklipError as e: yield row, sid, None, str(e)
     return _records()
@@ -528,6 +553,7 @@ def parse_reports_cli(argv:list[str]|None=None) -> int:
     ap.add_argument('reports', help='CSV of reports, or a MIMIC-CXR report folder (files/pXX/pXXXXXXXX/sXXXXXXXX.txt; study_id = stem without "s")')
     ap.add_argument('--id-col', default='study_id', help='CSV column with the study id (default: study_id)')
     ap.add_argument('--text-cols', nargs='+', default=['findings', 'impression'], help='CSV columns with report text (default: findings impression)')
+    ap.add_argument('--sections', nargs='+', default=['findings', 'impression'], help="MIMIC folder: report sections parsed (default: findings impression; 'all' = every section except indication/history/comparison/technique)")
     ap.add_argument('--out', required=True, help='output JSONL, one line per study')
     ap.add_argument('--workers', type=int, default=0, help='worker processes (default 0 = all cores)')
     ap.add_argument('--stats', default=None, help='write parse statistics and per-entity counts (JSON) here')
@@ -554,15 +580,15 @@ def parse_reports_cli(argv:list[str]|None=None) -> int:
     kw = dict(backend=a.backend, model=a.model, linker=a.linker, window=a.window, fuzzy=not a.no_fuzzy, uncertain_as=a.uncertain_as, probable_as=a.probable_as)
     if a.backend in ('rules', 'spacy'):
         ReportParser(**kw)  # fail early on bad options
-        records = parse_corpus(iter_reports(a.reports, a.id_col, tuple(a.text_cols)), workers=workers, progress=not a.quiet, **kw)
+        records = parse_corpus(iter_reports(a.reports, a.id_col, tuple(a.text_cols), None if a.sections == ['all'] else tuple(s.lower() for s in a.sections)), workers=workers, progress=not a.quiet, **kw)
     else: records = _backend_records(a)
     t0 = time.perf_counter()
     errors, counts, n_ok, n_trip, n_empty = [], {x: Counter() for x in ('1', '0', '-1')}, 0, 0, 0
     with atomic_write(a.out) as f:
         for row, sid, trips, err in records:
             if err is not None:
-                errors.append(dict(row=row, study_id=sid, error=err))
-                print(f"parse-reports: {a.reports} row {row} (study {sid}): {err}; skipped", file=sys.stderr)
+                errors.append(dict(line=row, study_id=sid, error=err))
+                print(f"parse-reports: {a.reports} line {row} (study {sid}): {err}; skipped", file=sys.stderr)
                 continue
             f.write(json.dumps(dict(study_id=sid, triplets=trips)) + '\n')
             n_ok += 1; n_trip += len(trips); n_empty += not trips

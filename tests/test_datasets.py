@@ -255,3 +255,24 @@ def test_real_shared_sets(shared_dir, name, folder, n, p):
     if name == "tb":
         i = int(np.flatnonzero(ds.csv["has_mask"])[0])
         assert ds.load_mask(i).shape == read_image(ds[i]["image_path"])[1]
+
+
+def test_mimic_refuses_paths_outside_root(tmp_path):
+    "A dicom_id with '..' or an image symlinked out of the root is refused for mimic and demo alike."
+    for name in ("mimic", "demo"):
+        root = mimic_tree(tmp_path / name, demo=True)
+        meta = pd.read_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz")
+        spl = pd.read_csv(root / "mimic-cxr-2.0.0-split.csv.gz")
+        bad = meta.copy(); bad.loc[0, "dicom_id"] = "../../../outside"
+        bad.to_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", index=False)
+        spl.loc[0, "dicom_id"] = "../../../outside"; spl.to_csv(root / "mimic-cxr-2.0.0-split.csv.gz", index=False)
+        with pytest.raises(InputError, match="not a plain file name"): get_dataset(name, root)
+        meta.to_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", index=False)
+        spl = pd.read_csv(root / "mimic-cxr-2.0.0-split.csv.gz"); spl.loc[0, "dicom_id"] = meta.loc[0, "dicom_id"]
+        spl.to_csv(root / "mimic-cxr-2.0.0-split.csv.gz", index=False)
+        get_dataset(name, root)   # the clean tree loads
+        outside = tmp_path / f"outside_{name}"; outside.mkdir()
+        (outside / "x.jpg").write_bytes(b"")
+        s = meta.iloc[0]; d = root / f"files/p{str(s.subject_id)[:2]}/p{s.subject_id}/s{s.study_id}"
+        (d / f"{s.dicom_id}.jpg").unlink(); (d / f"{s.dicom_id}.jpg").symlink_to(outside / "x.jpg")
+        with pytest.raises(InputError, match="escapes"): get_dataset(name, root)

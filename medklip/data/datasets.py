@@ -60,12 +60,12 @@ def _read_csv(path:Path, required=(), **kw) -> pd.DataFrame:
 
 def _inside(root:Path, rels, csv_path:Path) -> list[str]:
     "Absolute paths of `rels` (relative to root); any that escapes the root is an InputError naming the CSV row."
-    base = os.path.normpath(str(root)); pre = base + os.sep
+    base = os.path.normpath(str(root)); pre = base + os.sep; real = os.path.realpath(base) + os.sep
     out = []
     for i, r in enumerate(rels):
         if not isinstance(r, str) or not r.strip(): raise InputError("empty image path", path=csv_path, row=i)
-        p = os.path.normpath(os.path.join(base, r))
-        if not p.startswith(pre): raise InputError(f"path {r!r} escapes the dataset root {base}; paths must stay inside it", path=csv_path, row=i)
+        p = os.path.normpath(os.path.join(base, r)); rp = os.path.realpath(p)
+        if not p.startswith(pre) or not (rp + os.sep).startswith(real): raise InputError(f"path {r!r} escapes the dataset root {base}; paths must stay inside it", path=csv_path, row=i)
         out.append(p)
     return out
 
@@ -153,8 +153,10 @@ class MIMIC_CXR_Dataset(CXRDataset):
         self._uncertain_all = raw == -1
         labels = np.where(np.isin(raw, (0., 1.)), raw, np.nan).astype(np.float32)
         sub, stu = df['subject_id'].astype(str), df['study_id'].astype(str)
+        bad = [i for i, d in enumerate(meta['dicom_id'].astype(str)) if not d or d in ('.', '..') or '/' in d or '\\' in d]
+        if bad: raise InputError(f"dicom_id {meta['dicom_id'].iloc[bad[0]]!r} is not a plain file name (no '/', '\\' or '..'); the image path would leave its study folder", path=self.root/'mimic-cxr-2.0.0-metadata.csv', row=bad[0])
         rel = [f"files/p{s[:2]}/p{s}/s{t}/{d}.jpg" for s, t, d in zip(sub, stu, df['dicom_id'].astype(str))]
-        csv = pd.DataFrame(dict(image_path=[str(self.root/r) for r in rel], image_id=df['dicom_id'].astype(str), patient_id=sub,
+        csv = pd.DataFrame(dict(image_path=_inside(self.root, rel, self.root/'mimic-cxr-2.0.0-metadata.csv'), image_id=df['dicom_id'].astype(str), patient_id=sub,
                                 study_id=stu, view=df['ViewPosition'], split=df['split'].map(norm_split)))
         for c in ('Rows', 'Columns'):
             if c in df: csv[c] = df[c].to_numpy()

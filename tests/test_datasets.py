@@ -135,7 +135,7 @@ def test_chexpert_layout_and_escape(tmp_path):
     assert len(get_dataset("chexpert", sub, "validate")) == 1    # root may be the CheXpert folder itself
     df.assign(Path=["CheXpert-v1.0/../../x.jpg", "/etc/passwd"]).to_csv(sub / "train.csv", index=False)
     with pytest.raises(InputError) as e: get_dataset("chexpert", tmp_path)
-    assert "escapes" in str(e.value) and "train.csv" in str(e.value) and "row 0" in str(e.value)
+    assert "escapes" in str(e.value) and "train.csv" in str(e.value) and "train.csv line 2:" in str(e.value)
 
 
 def test_rsna(tmp_path):
@@ -180,7 +180,7 @@ def test_covidx(tmp_path):
     assert ds.csv["split"].tolist() == ["train"] * 3 + ["validate", "test"]
     assert ds[3]["image_path"] == str(tmp_path / "val/d.png")
     (tmp_path / "test.txt").write_text("105 e.png\n")
-    with pytest.raises(InputError, match="row 0"): get_dataset("covidx", tmp_path)
+    with pytest.raises(InputError, match="test.txt line 1:"): get_dataset("covidx", tmp_path)
 
 
 def test_iu_xray_xml(tmp_path):
@@ -229,7 +229,7 @@ def test_tb_kermany_covid_staged_layouts(tmp_path):
 
 def test_staged_escape_and_missing(tmp_path):
     pd.DataFrame(dict(image_id=["x"], patient_id=["x"], image_path=["../x.png"], tuberculosis=[0])).to_csv(tmp_path / "labels.csv", index=False)
-    with pytest.raises(InputError, match=r"labels.csv \(row 0\).*escapes"): get_dataset("tb", tmp_path)
+    with pytest.raises(InputError, match=r"labels.csv line 2:.*escapes"): get_dataset("tb", tmp_path)
     pd.DataFrame(dict(image_id=["x"], image_path=["x.png"])).to_csv(tmp_path / "labels.csv", index=False)
     with pytest.raises(InputError, match="patient_id"): get_dataset("tb", tmp_path)
     with pytest.raises(InputError, match="not a folder"): get_dataset("tb", tmp_path / "nope")

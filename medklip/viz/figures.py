@@ -409,8 +409,13 @@ def run_figures(params:dict, # parameter values; each notebook receives those it
 
 def _to_html(nb_path:Path, html_path:Path):
     import nbformat
+    import re
     from nbconvert import HTMLExporter
-    body, _ = HTMLExporter(exclude_input=True).from_notebook_node(nbformat.read(nb_path, as_version=4))
+    node = nbformat.read(nb_path, as_version=4)
+    for c in node.cells:   # nbdev/Quarto front matter (`---\nskip_exec: true\n---`) is metadata, not text for the page
+        if c.cell_type == 'markdown': c.source = re.sub(r'\A\s*---\n.*?\n---\s*\n?', '', c.source, flags=re.S)
+    node.cells = [c for c in node.cells if not (c.cell_type == 'markdown' and not c.source.strip())]
+    body, _ = HTMLExporter(exclude_input=True).from_notebook_node(node)
     with atomic_write(html_path, encoding='utf-8') as f: f.write(body)
 
 # %% ../../nbs/42_viz.figures.ipynb #133293fa

@@ -354,6 +354,11 @@ def save_figure(fig, path, dpi:int=110) -> Path:
 def save_table(df:pd.DataFrame, path, title:str='') -> Path:
     "Write a table as `<path>.html` and `<path>.csv` atomically; returns the HTML path."
     path = Path(path).with_suffix('')
+    df = df.copy()
+    for c in df.columns:   # counts (n, n_pos, positives, support…) print as integers even when a NaN made the column float
+        if str(c).lower() in ('n', 'count', 'support', 'positives', 'negatives') or str(c).lower().startswith('n_'):
+            v = pd.to_numeric(df[c], errors='coerce')
+            if v.notna().any() and (v.dropna() % 1 == 0).all(): df[c] = v.astype('Int64')
     with atomic_write(path.with_suffix('.csv')) as f: df.to_csv(f)
     with atomic_write(path.with_suffix('.html')) as f:
         f.write(f"<html><meta charset='utf-8'><body><h3>{title}</h3>\n{df.to_html(na_rep='—', float_format=lambda v: f'{v:.4f}')}</body></html>\n")

@@ -19,9 +19,9 @@ class MedklipError(Exception):
 
 class InputError(MedklipError):
     "Bad input data: a file, row or study that cannot be used."
-    def __init__(self, msg:str, path=None, row=None):
-        self.path, self.row = path, row
-        where = ''.join([f"{path}" if path is not None else '', f" (row {row})" if row is not None else ''])
+    def __init__(self, msg:str, path=None, row=None, line=None): # line: 1-based line in the file (preferred over the 0-based row)
+        self.path, self.row, self.line = path, row, line
+        where = ''.join([f"{path}" if path is not None else '', f" (row {row})" if row is not None and line is None else '', f" line {line}" if line is not None else ''])
         super().__init__(f"{where}: {msg}" if where else msg)
 
 # %% ../nbs/00_core.ipynb #0b252c72

@@ -135,7 +135,7 @@ def test_chexpert_layout_and_escape(tmp_path):
     assert len(get_dataset("chexpert", sub, "validate")) == 1    # root may be the CheXpert folder itself
     df.assign(Path=["CheXpert-v1.0/../../x.jpg", "/etc/passwd"]).to_csv(sub / "train.csv", index=False)
     with pytest.raises(InputError) as e: get_dataset("chexpert", tmp_path)
-    assert "escapes" in str(e.value) and "train.csv" in str(e.value) and "row 0" in str(e.value)
+    assert "escapes" in str(e.value) and "train.csv" in str(e.value) and "train.csv line 2:" in str(e.value)
 
 
 def test_rsna(tmp_path):
@@ -180,7 +180,7 @@ def test_covidx(tmp_path):
     assert ds.csv["split"].tolist() == ["train"] * 3 + ["validate", "test"]
     assert ds[3]["image_path"] == str(tmp_path / "val/d.png")
     (tmp_path / "test.txt").write_text("105 e.png\n")
-    with pytest.raises(InputError, match="row 0"): get_dataset("covidx", tmp_path)
+    with pytest.raises(InputError, match="test.txt line 1:"): get_dataset("covidx", tmp_path)
 
 
 def test_iu_xray_xml(tmp_path):
@@ -229,7 +229,7 @@ def test_tb_kermany_covid_staged_layouts(tmp_path):
 
 def test_staged_escape_and_missing(tmp_path):
     pd.DataFrame(dict(image_id=["x"], patient_id=["x"], image_path=["../x.png"], tuberculosis=[0])).to_csv(tmp_path / "labels.csv", index=False)
-    with pytest.raises(InputError, match=r"labels.csv \(row 0\).*escapes"): get_dataset("tb", tmp_path)
+    with pytest.raises(InputError, match=r"labels.csv line 2:.*escapes"): get_dataset("tb", tmp_path)
     pd.DataFrame(dict(image_id=["x"], image_path=["x.png"])).to_csv(tmp_path / "labels.csv", index=False)
     with pytest.raises(InputError, match="patient_id"): get_dataset("tb", tmp_path)
     with pytest.raises(InputError, match="not a folder"): get_dataset("tb", tmp_path / "nope")
@@ -255,3 +255,24 @@ def test_real_shared_sets(shared_dir, name, folder, n, p):
     if name == "tb":
         i = int(np.flatnonzero(ds.csv["has_mask"])[0])
         assert ds.load_mask(i).shape == read_image(ds[i]["image_path"])[1]
+
+
+def test_mimic_refuses_paths_outside_root(tmp_path):
+    "A dicom_id with '..' or an image symlinked out of the root is refused for mimic and demo alike."
+    for name in ("mimic", "demo"):
+        root = mimic_tree(tmp_path / name, demo=True)
+        meta = pd.read_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz")
+        spl = pd.read_csv(root / "mimic-cxr-2.0.0-split.csv.gz")
+        bad = meta.copy(); bad.loc[0, "dicom_id"] = "../../../outside"
+        bad.to_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", index=False)
+        spl.loc[0, "dicom_id"] = "../../../outside"; spl.to_csv(root / "mimic-cxr-2.0.0-split.csv.gz", index=False)
+        with pytest.raises(InputError, match="not a plain file name"): get_dataset(name, root)
+        meta.to_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", index=False)
+        spl = pd.read_csv(root / "mimic-cxr-2.0.0-split.csv.gz"); spl.loc[0, "dicom_id"] = meta.loc[0, "dicom_id"]
+        spl.to_csv(root / "mimic-cxr-2.0.0-split.csv.gz", index=False)
+        get_dataset(name, root)   # the clean tree loads
+        outside = tmp_path / f"outside_{name}"; outside.mkdir()
+        (outside / "x.jpg").write_bytes(b"")
+        s = meta.iloc[0]; d = root / f"files/p{str(s.subject_id)[:2]}/p{s.subject_id}/s{s.study_id}"
+        (d / f"{s.dicom_id}.jpg").unlink(); (d / f"{s.dicom_id}.jpg").symlink_to(outside / "x.jpg")
+        with pytest.raises(InputError, match="escapes"): get_dataset(name, root)

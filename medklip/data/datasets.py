@@ -58,14 +58,14 @@ def _read_csv(path:Path, required=(), **kw) -> pd.DataFrame:
     if missing: raise InputError(f"missing column(s) {missing}; the published layout has {list(required)}", path=path)
     return df
 
-def _inside(root:Path, rels, csv_path:Path) -> list[str]:
-    "Absolute paths of `rels` (relative to root); any that escapes the root is an InputError naming the CSV row."
-    base = os.path.normpath(str(root)); pre = base + os.sep
+def _inside(root:Path, rels, csv_path:Path, first:int=2) -> list[str]: # first: the file line of rels[0] (2 = CSV after a header)
+    "Absolute paths of `rels` (relative to root); any that escapes the root is an InputError naming the CSV file line (data row i = line i+2)."
+    base = os.path.normpath(str(root)); pre = base + os.sep; real = os.path.realpath(base) + os.sep
     out = []
     for i, r in enumerate(rels):
-        if not isinstance(r, str) or not r.strip(): raise InputError("empty image path", path=csv_path, row=i)
-        p = os.path.normpath(os.path.join(base, r))
-        if not p.startswith(pre): raise InputError(f"path {r!r} escapes the dataset root {base}; paths must stay inside it", path=csv_path, row=i)
+        if not isinstance(r, str) or not r.strip(): raise InputError("empty image path", path=csv_path, line=i+first)
+        p = os.path.normpath(os.path.join(base, r)); rp = os.path.realpath(p)
+        if not p.startswith(pre) or not (rp + os.sep).startswith(real): raise InputError(f"path {r!r} escapes the dataset root {base}; paths must stay inside it", path=csv_path, line=i+first)
         out.append(p)
     return out
 
@@ -153,8 +153,10 @@ class MIMIC_CXR_Dataset(CXRDataset):
         self._uncertain_all = raw == -1
         labels = np.where(np.isin(raw, (0., 1.)), raw, np.nan).astype(np.float32)
         sub, stu = df['subject_id'].astype(str), df['study_id'].astype(str)
+        bad = [i for i, d in enumerate(meta['dicom_id'].astype(str)) if not d or d in ('.', '..') or '/' in d or '\\' in d]
+        if bad: raise InputError(f"dicom_id {meta['dicom_id'].iloc[bad[0]]!r} is not a plain file name (no '/', '\\' or '..'); the image path would leave its study folder", path=self.root/'mimic-cxr-2.0.0-metadata.csv', line=bad[0]+2)
         rel = [f"files/p{s[:2]}/p{s}/s{t}/{d}.jpg" for s, t, d in zip(sub, stu, df['dicom_id'].astype(str))]
-        csv = pd.DataFrame(dict(image_path=[str(self.root/r) for r in rel], image_id=df['dicom_id'].astype(str), patient_id=sub,
+        csv = pd.DataFrame(dict(image_path=_inside(self.root, rel, self.root/'mimic-cxr-2.0.0-metadata.csv'), image_id=df['dicom_id'].astype(str), patient_id=sub,
                                 study_id=stu, view=df['ViewPosition'], split=df['split'].map(norm_split)))
         for c in ('Rows', 'Columns'):
             if c in df: csv[c] = df[c].to_numpy()
@@ -372,9 +374,9 @@ class COVIDx_Dataset(CXRDataset):
             for k, line in enumerate(p.read_text().splitlines()):
                 t = line.split()
                 if not t: continue
-                if len(t) < 4: raise InputError(f"expected 'patient_id filename label source', got {line!r}", path=p, row=k)
+                if len(t) < 4: raise InputError(f"expected 'patient_id filename label source', got {line!r}", path=p, line=k+1)
                 fn = ' '.join(t[1:-2])
-                rows.append((t[0], fn, t[-2].lower(), _inside(self.root/folder, [fn], p)[0], split))
+                rows.append((t[0], fn, t[-2].lower(), _inside(self.root/folder, [fn], p, first=k+1)[0], split))
         if not rows: raise InputError("COVIDx lists not found; expected train.txt / val.txt / test.txt under the root", path=self.root)
         df = pd.DataFrame(rows, columns=['patient_id', 'filename', 'label', 'image_path', 'split'])
         covid = df['label'].isin(['positive', 'covid-19', 'covid']).astype(np.float32)

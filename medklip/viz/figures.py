@@ -354,6 +354,11 @@ def save_figure(fig, path, dpi:int=110) -> Path:
 def save_table(df:pd.DataFrame, path, title:str='') -> Path:
     "Write a table as `<path>.html` and `<path>.csv` atomically; returns the HTML path."
     path = Path(path).with_suffix('')
+    df = df.copy()
+    for c in df.columns:   # counts (n, n_pos, positives, support…) print as integers even when a NaN made the column float
+        if str(c).lower() in ('n', 'count', 'support', 'positives', 'negatives') or str(c).lower().startswith('n_'):
+            v = pd.to_numeric(df[c], errors='coerce')
+            if v.notna().any() and (v.dropna() % 1 == 0).all(): df[c] = v.astype('Int64')
     with atomic_write(path.with_suffix('.csv')) as f: df.to_csv(f)
     with atomic_write(path.with_suffix('.html')) as f:
         f.write(f"<html><meta charset='utf-8'><body><h3>{title}</h3>\n{df.to_html(na_rep='—', float_format=lambda v: f'{v:.4f}')}</body></html>\n")
@@ -420,8 +425,13 @@ def _strip_run_metadata(path:Path):
 
 def _to_html(nb_path:Path, html_path:Path):
     import nbformat
+    import re
     from nbconvert import HTMLExporter
-    body, _ = HTMLExporter(exclude_input=True).from_notebook_node(nbformat.read(nb_path, as_version=4))
+    node = nbformat.read(nb_path, as_version=4)
+    for c in node.cells:   # nbdev/Quarto front matter (`---\nskip_exec: true\n---`) is metadata, not text for the page
+        if c.cell_type == 'markdown': c.source = re.sub(r'\A\s*---\n.*?\n---\s*\n?', '', c.source, flags=re.S)
+    node.cells = [c for c in node.cells if not (c.cell_type == 'markdown' and not c.source.strip())]
+    body, _ = HTMLExporter(exclude_input=True).from_notebook_node(node)
     with atomic_write(html_path, encoding='utf-8') as f: f.write(body)
 
 # %% ../../nbs/42_viz.figures.ipynb #133293fa

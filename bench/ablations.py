@@ -27,7 +27,10 @@ def arm_settings(arm:str, gk:float=.5, gk_attn:float=.5, mf:float=1.) -> dict:
     "The pretrain settings that switch an arm's auxiliary losses on (the one place to change when params move to scalars)."
     on = dict(gkmvlp={'gkmvlp': gk, 'gkmvlp_attn': gk_attn}, medfilip={'medfilip': mf})
     aux = {} if arm == 'plain' else on['gkmvlp'] if arm == 'gkmvlp' else on['medfilip'] if arm == 'medfilip' else {**on['gkmvlp'], **on['medfilip']}
-    return dict(aux_losses={k: w for k, w in aux.items() if w})
+    import medklip.losses as L
+    if hasattr(L, 'METHOD_WEIGHTS'):                  # scalar switches (pretrain.gkmvlp_weight, ...; 0 = off)
+        return {f'{k}_weight': float(aux.get(k, 0.)) for k in ('gkmvlp', 'gkmvlp_attn', 'medfilip')}
+    return dict(aux_losses={k: w for k, w in aux.items() if w})   # before the switch: the aux_losses dict
 
 
 def run_one(a, base:dict, arm:str, seed:int) -> dict:
@@ -37,7 +40,7 @@ def run_one(a, base:dict, arm:str, seed:int) -> dict:
     from medklip.eval.grounding import ground_cli
     s = dict(base, **arm_settings(arm, a.gkmvlp, a.gkmvlp_attn, a.medfilip), seed=seed, threads=1)
     if a.epochs: s['epochs'] = a.epochs
-    if 'medfilip' in s['aux_losses']:
+    if s.get('aux_losses', {}).get('medfilip'):        # the old dict API needs the loss registered (the scalar API does it itself)
         from medklip.methods.medfilip import register_medfilip
         register_medfilip(a.knowledge)
     out = Path(a.work)/f'{arm}_s{seed}'

@@ -120,3 +120,19 @@ def test_config_section(tmp_path):
     assert demo_data_cli(["--config", str(cfg)]) == 0 and read_manifest(tmp_path / "x")["seed"] == 5
     cfg.write_text("demo_data:\n  n_patinets: 3\n")
     with pytest.raises(MedklipError, match="unknown key"): demo_data_cli(["--config", str(cfg), "--out", str(tmp_path / "y")])
+
+
+def test_harder_world_knobs():
+    from medklip.data.demo import draw_geometry, render_image, write_report
+    with pytest.raises(MedklipError, match='contrast'): DemoParams(contrast=(0, 1))
+    with pytest.raises(MedklipError, match='missed_rate'): DemoParams(missed_rate=1.5)
+    rng = np.random.default_rng(0); g = draw_geometry(rng)
+    find = [('nodule', 'right_mid_lung', False)]
+    img1, _, d1 = render_image(np.random.default_rng(1), 200, 200, g, find)
+    img2, _, d2 = render_image(np.random.default_rng(1), 200, 200, g, find, contrast=(.3, .3))
+    m = d1[0]['mask']; bg = ~m
+    lift = lambda im: im[m].mean() - im[bg].mean()
+    assert lift(img2) < .6 * lift(img1)                              # a subtler finding: less contrast over its background
+    r0, _ = write_report(np.random.default_rng(2), d1, 0., missed_rate=0.)
+    r1, _ = write_report(np.random.default_rng(2), d1, 0., missed_rate=1.)
+    assert 'nodule' in r0.lower() and 'nodule' not in r1.lower()     # a missed mention: drawn but not reported

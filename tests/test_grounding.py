@@ -50,3 +50,23 @@ def test_raw_threshold_scales_with_grid():
     m = np.zeros((16, 16), bool); m[:8, :8] = True
     assert a.add('x', np.full((8, 8), 1 / 64), m)['raw_recall'] == 0   # uniform attention is never "attended"
     assert a.summary()['thresholds']['raw_effective'] == pytest.approx(0.008 * 196 / 64)
+
+
+def test_mask_metrics_thin_region_not_defeated_by_cells():
+    from medklip.eval.grounding import cell_mask, mask_metrics
+    m = np.zeros((40, 40), bool); m[:, 2:4] = True          # a thin vertical band inside the first column of 4x4 cells
+    assert cell_mask(m, (4, 4)).sum() == 4 and cell_mask(m, (4, 4))[:, 0].all()
+    good = np.zeros((4, 4)); good[:, 0] = 1                 # attention on the band's cells: every top-k cell on the mask
+    r = mask_metrics(good, m)
+    assert r['grid_topk'] == 1.0 and r['grid_chance'] == 0.25 and r['energy'] == pytest.approx(0.2) and r['energy_lift'] == pytest.approx(4.0)
+    bad = np.zeros((4, 4)); bad[:, 3] = 1
+    assert mask_metrics(bad, m)['grid_topk'] == 0.0 and mask_metrics(bad, m)['energy'] == 0.0
+    assert mask_metrics(np.ones((4, 4)), m)['energy_lift'] == pytest.approx(1.0)   # uniform attention = no lift
+
+
+def test_strict_and_tolerant_pointing_reported():
+    a = GroundingAccumulator()                              # pointing_tolerant: 15 px at 224 px, scaled to the image
+    h = np.zeros((4, 4)); h[0, 0] = 1; m = np.zeros((224, 224), bool); m[40:60, 40:60] = True   # peak centre (28, 28): 12 px off
+    row = a.add('x', h, m)
+    assert row["pointing_game"] == row["pointing_strict"] == 0.0 and row['pointing_tolerant'] == 1.0 and row['pointing_cell'] == 1.0
+    s = a.summary(); assert {'pointing_tolerant', 'energy', 'grid_topk'} <= set(s['classes']['x'])

@@ -60,9 +60,12 @@ class DemoParams:
     unseen_rate: float = 0.25                 # fraction of validate/test images showing the unseen finding
     negation_rate: float = 0.6                # chance an absent finding is explicitly negated in the report
     jpeg_quality: int = 92                    # JPEG quality of the images
+    contrast: tuple = (1., 1.)                # min, max amplitude multiplier of each finding (drawn per finding; < 1: subtler)
+    noise: float = .012                       # standard deviation of the quantum noise (image units, 0-1)
+    missed_rate: float = 0.                   # chance a drawn seen finding goes unmentioned in its report (label noise)
 
     def __post_init__(self):
-        for k in ('studies_per_patient', 'size', 'split_fractions'):
+        for k in ('studies_per_patient', 'size', 'split_fractions', 'contrast'):
             v = getattr(self, k); v = tuple(v) if isinstance(v, (list, tuple)) else (v,)
             setattr(self, k, v*2 if len(v) == 1 else v)
         lo, hi = self.size
@@ -72,7 +75,9 @@ class DemoParams:
         if self.n_patients < 3: raise MedklipError(f"demo_data.n_patients must be at least 3 (one per split), got {self.n_patients}")
         if len(self.split_fractions) != 3 or min(self.split_fractions) <= 0:
             raise MedklipError(f"demo_data.split_fractions must be three positive numbers (train, validate, test), got {self.split_fractions}")
-        for k in ('normal_rate', 'faint_rate', 'unseen_rate', 'negation_rate'):
+        if not 0 < self.contrast[0] <= self.contrast[1]: raise MedklipError(f"demo_data.contrast must be 0 < min ≤ max, got {self.contrast}")
+        if not 0 <= self.noise <= .2: raise MedklipError(f"demo_data.noise must lie in [0, 0.2], got {self.noise}")
+        for k in ('normal_rate', 'faint_rate', 'unseen_rate', 'negation_rate', 'missed_rate'):
             if not 0 <= getattr(self, k) <= 1: raise MedklipError(f"demo_data.{k} must lie in [0, 1], got {getattr(self, k)}")
 
     def to_dict(self) -> dict: return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -214,18 +219,18 @@ def _base_image(rng, u, v, g, h, w, anat):
         img -= .22*_disk(u, v, cu, _dome(np.float32(cu), g, 'left') + .075, .03, h/w)*body
     return img, lungs
 
-def _finish(rng, img, h):
+def _finish(rng, img, h, noise:float=.012):
     "Blur, exposure (gamma, contrast, brightness) and quantum noise; returns uint8."
     img = ndimage.gaussian_filter(img, .6*h/256)
     img = np.clip(img, 0, 1)**rng.uniform(.8, 1.25)
     img = (img - .5)*rng.uniform(.85, 1.15) + .5 + rng.uniform(-.06, .06)
-    img += rng.normal(0, .012, img.shape)
+    img += rng.normal(0, noise, img.shape)
     return (np.clip(img, 0, 1)*255 + .5).astype(np.uint8)
 
 # %% ../../nbs/04_data.demo.ipynb #9771bce1
-def _draw_finding(rng, name, position, faint, img, u, v, g, anat, lungs, h, w):
+def _draw_finding(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, scale:float=1.):
     "Draw one finding into `img` (in place); returns its boolean mask and report attributes (size word, cm)."
-    allowed, k, asp = _allowed(anat, position), (.55 if faint else 1.), h/w
+    allowed, k, asp = _allowed(anat, position), (.55 if faint else 1.)*scale, h/w
     side = demo_spec()['positions'][position]['side']
     soft = lambda m, sig=1.: ndimage.gaussian_filter(m.astype(np.float32), sig*h/256)
     attrs = {}
@@ -303,6 +308,8 @@ def render_image(rng:np.random.Generator, # draws everything random about this i
                  h:int, w:int,            # image size in pixels
                  g:dict,                  # patient anatomy from `draw_geometry`
                  findings:list,           # (finding, position, faint) to draw
+                 contrast:tuple=(1., 1.), # min, max amplitude multiplier drawn per finding
+                 noise:float=.012,        # quantum noise standard deviation
                 ) -> tuple:
     "Draw one radiograph; returns (uint8 image, uint8 anatomy map, [dict(finding, position, faint, mask, **attrs)])."
     g = dict(g, angle=g['angle'] + rng.uniform(-1, 1))
@@ -312,9 +319,10 @@ def render_image(rng:np.random.Generator, # draws everything random about this i
     img, lungs = _base_image(rng, u, v, g, h, w, anat)
     drawn = []
     for name, pos, faint in sorted(findings, key=lambda f: _DRAW_ORDER.index(f[0])):
-        m, attrs = _draw_finding(rng, name, pos, faint, img, u, v, g, anat, lungs, h, w)
+        scale = float(rng.uniform(*contrast)) if contrast[0] < contrast[1] else float(contrast[0])
+        m, attrs = _draw_finding(rng, name, pos, faint, img, u, v, g, anat, lungs, h, w, scale)
         if m.sum() >= 12: drawn.append(dict(finding=name, position=pos, faint=faint, mask=m, **attrs))
-    return _finish(rng, img, h), anat, drawn
+    return _finish(rng, img, h, noise), anat, drawn
 
 # %% ../../nbs/04_data.demo.ipynb #649ea95f
 def _pick(rng, options, position=None):
@@ -335,11 +343,12 @@ def _fill(text:str, position:str, attrs:dict, rng) -> str:
 def write_report(rng:np.random.Generator, # draws the phrasing
                  drawn:list,              # findings drawn in the image (dicts from `render_image`)
                  negation_rate:float=.6,  # chance each absent seen finding is negated explicitly
+                 missed_rate:float=0.,    # chance each drawn seen finding goes unmentioned (a missed finding)
                 ) -> tuple:
     "A free-text report (FINDINGS:/IMPRESSION:) and its CheXpert labels {column: 1/0/-1} for one study."
     spec, fs = demo_spec(), demo_spec()['findings']
     chex, sent, imp = {}, [], []
-    present = [d for d in drawn if not fs[d['finding']].get('unseen')]
+    present = [d for d in drawn if not fs[d['finding']].get('unseen') and not (missed_rate > 0 and rng.random() < missed_rate)]
     for d in present:
         f = fs[d['finding']]
         unsure = d['faint'] and rng.random() < .7
@@ -413,8 +422,8 @@ def _generate(root:Path, p:DemoParams) -> dict:
             rng = np.random.default_rng([p.seed, pi, si + 1])
             subject, study, dicom = _ids(p.seed, pi, si)
             h, w = (int(x) for x in rng.integers(p.size[0], p.size[1] + 1, 2))
-            img, anat, drawn = render_image(rng, h, w, g, _draw_findings(rng, p, splits[pi]))
-            report, chex = write_report(rng, drawn, p.negation_rate)
+            img, anat, drawn = render_image(rng, h, w, g, _draw_findings(rng, p, splits[pi]), p.contrast, p.noise)
+            report, chex = write_report(rng, drawn, p.negation_rate, p.missed_rate)
             rel = Path(f"files/p{str(subject)[:2]}/p{subject}/s{study}")
             (root/rel).mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(root/rel/f"{dicom}.jpg", format='JPEG', quality=p.jpeg_quality)

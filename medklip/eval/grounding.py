@@ -9,9 +9,10 @@ import numpy as np
 from ..core import InputError, MedklipError, normalize_name
 
 # %% auto #0
-__all__ = ['RAW_THRESHOLD', 'RAW_GRID', 'NORM_THRESHOLD', 'resize_heatmap', 'minmax', 'boxes_to_mask', 'max_cell_centre',
-           'pointing_game', 'pointing_cell', 'region_metrics', 'GroundingAccumulator', 'ground_truth', 'run_grounding',
-           'ground_parser', 'ground_cli']
+__all__ = ['TOLERANCE_PX', 'TOLERANCE_REF', 'RAW_THRESHOLD', 'RAW_GRID', 'NORM_THRESHOLD', 'resize_heatmap', 'minmax',
+           'boxes_to_mask', 'max_cell_centre', 'pointing_game', 'pointing_cell', 'cell_mask', 'mask_metrics',
+           'region_metrics', 'tolerance_px', 'GroundingAccumulator', 'ground_truth', 'run_grounding', 'ground_parser',
+           'ground_cli']
 
 # %% ../../nbs/33_eval.grounding.ipynb #e79f40a1
 def resize_heatmap(heatmap:np.ndarray, # (h, w) heatmap at patch resolution
@@ -67,6 +68,25 @@ def pointing_cell(heatmap:np.ndarray, mask:np.ndarray) -> bool:
     i, j = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
     return bool(mask[int(np.floor(i * H / h)):int(np.ceil((i + 1) * H / h)), int(np.floor(j * W / w)):int(np.ceil((j + 1) * W / w))].any())
 
+def cell_mask(mask:np.ndarray, grid:tuple[int, int]) -> np.ndarray:
+    "The mask downsampled to an (h, w) grid: a cell is positive when the region overlaps it (as `pointing_cell`)."
+    H, W = mask.shape; h, w = grid
+    return np.array([[mask[int(np.floor(i * H / h)):int(np.ceil((i + 1) * H / h)), int(np.floor(j * W / w)):int(np.ceil((j + 1) * W / w))].any()
+                      for j in range(w)] for i in range(h)], bool)
+
+def mask_metrics(heatmap:np.ndarray, # (h, w) non-negative heatmap at patch resolution
+                 mask:np.ndarray,    # (H, W) bool ground truth at the original size
+                ) -> dict[str, float]:
+    """Metrics not defeated by cell size (thin regions): `energy`, the share of attention mass inside the mask (energy-based
+    pointing game, heatmap stretched nearest-neighbour); `energy_lift`, that share over the mask's area share (1 = uniform);
+    `grid_topk`, the share of the k hottest cells that overlap the mask, k = cells it overlaps (chance = k/(h*w))."""
+    hm = np.clip(np.asarray(heatmap, np.float64), 0, None); m = np.asarray(mask, bool)
+    full = resize_heatmap(hm, m.shape, 'nearest'); tot = float(full.sum())
+    energy = float(full[m].sum() / tot) if tot > 0 else float('nan')
+    cm = cell_mask(m, hm.shape); k = int(cm.sum())
+    top = np.argsort(-hm.ravel(), kind='stable')[:k]
+    return dict(energy=energy, energy_lift=energy / float(m.mean()), grid_topk=float(cm.ravel()[top].mean()), grid_chance=k / hm.size)
+
 def region_metrics(heatmap:np.ndarray, # (H, W) heatmap at the mask's size
                    mask:np.ndarray,    # (H, W) bool ground truth
                    threshold:float,    # predicted region: heatmap >= threshold
@@ -78,6 +98,12 @@ def region_metrics(heatmap:np.ndarray, # (H, W) heatmap at the mask's size
     return dict(recall=div(tp, g), precision=div(tp, p), iou=div(tp, p + g - tp), dice=div(2 * tp, p + g))
 
 # %% ../../nbs/33_eval.grounding.ipynb #2b286511
+TOLERANCE_PX, TOLERANCE_REF = 15, 224   # pointing-game tolerance of the literature (Zhang et al. 2018: 15 px at 224 px)
+
+def tolerance_px(size:tuple[int, int]) -> int:
+    "The literature's 15 px tolerance (at 224 px) scaled to an image of `size` (H, W)."
+    return int(round(TOLERANCE_PX * max(size) / TOLERANCE_REF))
+
 RAW_THRESHOLD = 0.008     # upstream MedKLIP, on the raw (layer-averaged) attention over a 14x14 grid
 RAW_GRID = 196            # patches of the grid the upstream threshold was set for (224 px / 16)
 NORM_THRESHOLD = 0.5      # on the min-max normalised map
@@ -86,7 +112,7 @@ class GroundingAccumulator:
     "Collects pointing game and thresholded-region metrics per class; `summary()` gives per-class and overall means."
     def __init__(self, raw_threshold:float=RAW_THRESHOLD, # threshold on the raw attention
                  norm_threshold:float=NORM_THRESHOLD,     # threshold on the min-max normalised map
-                 tolerance:int=0):                        # pointing-game tolerance in pixels
+                 tolerance:int=0):                        # `pointing_game` tolerance in pixels (`pointing_tolerant` always uses the literature's)
         self.raw_threshold, self.norm_threshold, self.tolerance = raw_threshold, norm_threshold, tolerance
         self.rows: list[dict] = []
         self.grid: tuple[int, int]|None = None
@@ -98,7 +124,9 @@ class GroundingAccumulator:
         self.grid = heatmap.shape
         full = resize_heatmap(heatmap, mask.shape, 'nearest')
         row = dict(image_id=image_id, cls=cls, pointing_game=float(pointing_game(heatmap, mask, self.tolerance)),
-                   pointing_cell=float(pointing_cell(heatmap, mask)))
+                   pointing_strict=float(pointing_game(heatmap, mask, 0)),
+                   pointing_tolerant=float(pointing_game(heatmap, mask, tolerance_px(mask.shape))), pointing_cell=float(pointing_cell(heatmap, mask)),
+                   **mask_metrics(heatmap, mask))
         row.update({f'raw_{k}': v for k, v in region_metrics(full, mask, self.raw_for(heatmap.shape)).items()})
         row.update({f'norm_{k}': v for k, v in region_metrics(minmax(full), mask, self.norm_threshold).items()})
         self.rows.append(row)
@@ -111,7 +139,7 @@ class GroundingAccumulator:
     def summary(self) -> dict:
         "Per-class and overall (mean over images) metrics, with the thresholds used."
         import pandas as pd
-        keys = ['pointing_game', 'pointing_cell'] + [f'{p}_{k}' for p in ('raw', 'norm') for k in ('recall', 'precision', 'iou', 'dice')]
+        keys = ['pointing_game', 'pointing_strict', 'pointing_tolerant', 'pointing_cell', 'energy', 'energy_lift', 'grid_topk', 'grid_chance'] + [f'{p}_{k}' for p in ('raw', 'norm') for k in ('recall', 'precision', 'iou', 'dice')]
         df = pd.DataFrame(self.rows, columns=['image_id', 'cls', *keys])
         def agg(d): return dict(n=len(d), **{k: (None if d[k].isna().all() else float(d[k].mean())) for k in keys})
         grid = list(self.grid) if self.grid else None
@@ -119,9 +147,12 @@ class GroundingAccumulator:
                                     raw_note=f"raw layer-averaged attention >= raw x {RAW_GRID}/(h*w) (upstream MedKLIP's 0.008 is for a 14x14 grid; "
                                              "the same multiple of uniform attention on this grid)",
                                     normalised=self.norm_threshold, normalised_note="min-max normalised heatmap >= threshold",
-                                    pointing_tolerance_px=self.tolerance,
-                                    pointing_note="pointing_game: centre of the maximal attention cell inside the region; "
-                                                  "pointing_cell: the maximal cell overlaps the region"),
+                                    pointing_tolerance_px=self.tolerance, pointing_tolerant_px=f"{TOLERANCE_PX} px at {TOLERANCE_REF} px, scaled to the image",
+                                    pointing_note="pointing_game: centre of the maximal attention cell within pointing_tolerance_px of the region; pointing_strict: inside it; "
+                                                  "pointing_tolerant: within the tolerance of it (Zhang et al. 2018, 15 px); "
+                                                  "pointing_cell: the maximal cell overlaps the region",
+                                    mask_note="energy: attention mass inside the mask (energy-based pointing game); energy_lift: energy / mask area "
+                                              "share; grid_topk: share of the k hottest cells on the mask (k = mask cells; chance grid_chance)"),
                     resize="heatmaps stretched to the original image size, nearest-neighbour, for the region metrics",
                     overall=agg(df), classes={c: agg(d) for c, d in df.groupby('cls', sort=False)})
 
@@ -185,7 +216,7 @@ def ground_parser() -> argparse.ArgumentParser:
     p.add_argument('--region', help="ground every positive label against this region instead (e.g. 'lungs')")
     p.add_argument('--raw-threshold', type=float, default=RAW_THRESHOLD, help="threshold on the raw attention (upstream 0.008)")
     p.add_argument('--norm-threshold', type=float, default=NORM_THRESHOLD, help="threshold on the min-max normalised map")
-    p.add_argument('--tolerance', type=int, default=0, help="pointing-game tolerance in pixels")
+    p.add_argument('--tolerance', type=int, default=0, help="pointing-game tolerance in pixels (pointing_tolerant always uses 15 px at 224 px, scaled)")
     p.add_argument('--limit', type=int, help="stop after this many images (quick checks)")
     p.add_argument('--device', default='cpu')
     p.add_argument('--out', required=True, help="grounding JSON")
@@ -207,6 +238,6 @@ def ground_cli(argv:list[str]|None=None) -> int:
     if not out['n_images']: raise MedklipError(f"{a.dataset} {a.split}: no positive image has a mask or box for its labels; nothing to ground (try --region lungs or another split)")
     save_json(out, a.out)
     o = out['overall']
-    print(f"{a.dataset} {a.split}: {o['n']} regions on {out['n_images']} images, pointing game {o['pointing_game']:.4f} (cell {o['pointing_cell']:.4f}), "
+    print(f"{a.dataset} {a.split}: {o['n']} regions on {out['n_images']} images, pointing game {o['pointing_game']:.4f} (tolerant {o['pointing_tolerant']:.4f}, cell {o['pointing_cell']:.4f}, energy {o['energy']:.4f}), "
           f"IoU@{acc.norm_threshold} (normalised) {o['norm_iou']:.4f} -> {a.out}")
     return 0

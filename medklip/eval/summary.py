@@ -47,7 +47,7 @@ def grounding_headline(g:dict) -> dict:
     "Overall pointing game (strict and cell rule) and Dice of a `medklip ground` report."
     o = g.get('overall') or {}
     out = dict(pointing_game=o.get('pointing_game'), pointing_cell=o.get('pointing_cell'), dice=o.get('norm_dice'))
-    for k in ('pointing_tolerant', 'mask_energy'):     # newer grounding reports add these
+    for k in ('pointing_tolerant', 'energy'):     # tolerant pointing game and attention share inside the region
         if o.get(k) is not None: out[k] = o[k]
     return out
 

@@ -51,6 +51,13 @@ _RULES: dict = dict(
 _OPEN = {'lr', 'temperature'}     # strictly above the lower bound (and dropout strictly below 1)
 _CHOICES = dict(stride=[8, 16])
 
+def _choices(k) -> list:
+    "The allowed values of a 'choice' setting (backbones come from the model's registry)."
+    if k == 'backbone':
+        from medklip.model import BACKBONES
+        return sorted(BACKBONES)
+    return _CHOICES[k]
+
 def _bad(k, v, what): return MedklipError(f"pretrain.{k}={v!r}: {what}")
 
 def _check(k, v):
@@ -63,11 +70,8 @@ def _check(k, v):
         raise _bad(k, v, "must be true or false (an unquoted YAML boolean; a quoted 'false' is a string)")
     if kind == 'str': return str(v)
     if kind == 'choice':
-        if k == 'backbone':
-            from medklip.model import BACKBONES
-            ok = sorted(BACKBONES)
-        else: ok = _CHOICES[k]
-        if isinstance(v, str) and k != 'backbone':
+        ok = _choices(k)
+        if isinstance(v, str) and all(isinstance(c, int) for c in ok):
             try: v = int(v)
             except ValueError: pass
         if v not in ok: raise _bad(k, v, f"must be one of {ok}")
@@ -329,8 +333,9 @@ def _trim_live(live_dir, step:int):
     for f in Path(live_dir).glob('plots/metrics/**/*.tsv'):
         lines = f.read_text().splitlines(keepends=True)
         if not lines: continue
-        col = lines[0].rstrip('\n').split('\t').index('step') if 'step' in lines[0].split('\t') or 'step\n' in lines[0].split('\t') else None
-        if col is None: continue
+        header = lines[0].rstrip('\n').split('\t')
+        if 'step' not in header: continue
+        col = header.index('step')
         keep = [lines[0]] + [l for l in lines[1:] if l.strip() and int(float(l.rstrip('\n').split('\t')[col])) <= step]
         if len(keep) != len(lines):
             with atomic_write(f) as fh: fh.write(''.join(keep))

@@ -16,9 +16,10 @@ from ..core import MedklipError, InputError, atomic_write, save_json, resource_p
 from ..vocab import ENTITIES, POSITIONS, ENTITY_INDEX, POSITION_INDEX, ENTITY_GROUP
 
 # %% auto #0
-__all__ = ['SKIP_SECTIONS', 'load_terms', 'load_position_rules', 'load_frames', 'anatomy_categories', 'positions_for',
-           'normalize_text', 'split_sections', 'RuleEngine', 'ReportParser', 'label_matrix', 'exist_vector',
-           'iter_reports', 'parse_corpus', 'parse_reports_cli']
+__all__ = ['CONTEXT_KINDS', 'CONTEXT_DIRECTIONS', 'MEDSPACY_PIN', 'SKIP_SECTIONS', 'load_terms', 'load_position_rules',
+           'load_frames', 'medspacy_resource', 'load_context_rules', 'load_own_cues', 'anatomy_categories',
+           'positions_for', 'normalize_text', 'split_sections', 'RuleEngine', 'ReportParser', 'label_matrix',
+           'exist_vector', 'iter_reports', 'parse_corpus', 'parse_reports_cli']
 
 # %% ../../nbs/06_text.parse.ipynb #0792e3e9
 def _read_tsv(name:str) -> list[list[str]]:
@@ -69,6 +70,110 @@ def load_frames() -> list[tuple[str, tuple[str, ...], frozenset, tuple[str, ...]
         out.append((r[0], tuple(r[1].split()), frozenset(w for w in subj if not w.endswith('*')),
                     tuple(w[:-1] for w in subj if w.endswith('*')), int(r[3])))
     return out
+
+# %% ../../nbs/06_text.parse.ipynb #c7e1a002
+#: medspaCy ConText category -> the engine's cue kind ('neg' = 0, 'unc' = -1); a past or a relative's condition is not a finding of this image
+CONTEXT_KINDS = {'NEGATED_EXISTENCE': 'neg', 'POSSIBLE_EXISTENCE': 'unc', 'HYPOTHETICAL': 'unc', 'HISTORICAL': 'unc', 'FAMILY': 'unc'}
+#: medspaCy ConText direction -> the engine's direction ('term' and 'pseudo' are kinds of their own)
+CONTEXT_DIRECTIONS = {'FORWARD': 'pre', 'BACKWARD': 'post', 'BIDIRECTIONAL': 'both', 'TERMINATE': 'term', 'PSEUDO': 'pseudo'}
+MEDSPACY_PIN = 'medspacy==1.3.1'
+
+def medspacy_resource(name:str,        # file name under medspaCy's resources/<lang>/, e.g. 'context_rules.json'
+                      lang:str='en'):  # medspaCy resource language folder
+    "Path of one of the installed medspaCy distribution's data files (found through its file list, not by importing it)."
+    import importlib.metadata as md
+    try: files = md.files('medspacy') or []
+    except md.PackageNotFoundError: files = []
+    for f in files:
+        if f.as_posix().endswith(f'resources/{lang}/{name}') and Path(f.locate()).exists(): return Path(f.locate())
+    raise MedklipError(f"medspaCy's resources/{lang}/{name} is not installed (the report parser reads its ConText and section rules); "
+                       f"run: {Path(sys.executable).name} -m pip install --no-deps {MEDSPACY_PIN}  (--no-deps: only its data files are used)")
+
+_TOKEN_ATTRS = ('LOWER', 'ORTH', 'TEXT', 'NORM')
+
+def _token_choices(tok:dict, where:str):
+    "One spaCy token pattern as ('lit', [lower-case words]) or ('re', regex), and its OP."
+    op = tok.get('OP')
+    keys = [k for k in tok if k != 'OP']
+    if len(keys) != 1 or keys[0] not in _TOKEN_ATTRS:
+        raise MedklipError(f"{where}: token pattern {tok} uses {keys}; the rule engine compiles only one of {_TOKEN_ATTRS} per token")
+    v = tok[keys[0]]
+    if isinstance(v, str): return ('lit', [v.lower()]), op
+    if isinstance(v, dict) and set(v) == {'IN'}: return ('lit', [str(x).lower() for x in v['IN']]), op
+    if isinstance(v, dict) and set(v) == {'REGEX'}: return ('re', v['REGEX'].lower()), op
+    raise MedklipError(f"{where}: token value {v!r} is not a string, {{'IN': [...]}} or {{'REGEX': ...}}")
+
+def _join_tokens(words) -> str:
+    "Surface string of spaCy tokens: a space between words, none before a clitic such as n't or 's."
+    out = ''
+    for w in words:
+        if not w: continue
+        out += w if not out or w[0] == "'" or w == "n't" else ' ' + w
+    return out
+
+def _pattern_variants(pattern:list, where:str, limit:int=5000) -> list[str]|None:
+    "All surface strings of a token pattern made of literal tokens with OP None/'?' (None when it needs a regex)."
+    import itertools
+    parts = []
+    for tok in pattern:
+        (typ, val), op = _token_choices(tok, where)
+        if typ != 'lit' or op not in (None, '?'): return None
+        parts.append(val + [''] if op == '?' else val)
+    n = 1
+    for p in parts: n *= len(p)
+    return None if n > limit else sorted({_join_tokens(c) for c in itertools.product(*parts)} - {''})
+
+def _pattern_regex(pattern:list, where:str) -> str:
+    "Regex of a token pattern: tokens separated by white space or a hyphen (none before a clitic), OP '?', '*' or '+' as in spaCy."
+    out = []
+    for tok in pattern:
+        (typ, val), op = _token_choices(tok, where)
+        if op not in (None, '?', '*', '+'): raise MedklipError(f"{where}: OP {op!r} is not compiled by the rule engine; use '?', '*' or '+'")
+        body = '|'.join(re.escape(w) for w in val) if typ == 'lit' else val
+        out.append((r'(?:[\s-]*(?:' if out else '(?:(?:') + body + '))' + (op or ''))
+    return ''.join(out)
+
+@lru_cache(None)
+def load_context_rules(path:str|None=None) -> tuple[tuple, ...]:
+    "medspaCy's ConText rules (or the rules file at `path`) as (literal variants or None, regex or None, kind, direction, source)."
+    p = Path(path) if path else medspacy_resource('context_rules.json')
+    try: rules = json.loads(p.read_text(encoding='utf-8'))['context_rules']
+    except (OSError, ValueError, KeyError) as e:
+        raise MedklipError(f"{p}: not a medspaCy ConText rules file ({type(e).__name__}: {e}); reinstall {MEDSPACY_PIN}") from e
+    out = []
+    for i, r in enumerate(rules):
+        where = f"{p.name} rule {i} ({r.get('literal')!r})"
+        cat, d = r.get('category', ''), CONTEXT_DIRECTIONS.get(r.get('direction', 'BIDIRECTIONAL'))
+        if d is None: raise MedklipError(f"{where}: unknown direction {r.get('direction')!r}; expected one of {list(CONTEXT_DIRECTIONS)}")
+        kind = d if d in ('term', 'pseudo') else CONTEXT_KINDS.get(cat)
+        if kind is None: continue  # a category outside existence/uncertainty (none in medspaCy's English set)
+        direction = 'pre' if d in ('term', 'pseudo') else d
+        pat = r.get('pattern')
+        if pat is None: variants, rx = [' '.join(r['literal'].lower().split())], None
+        elif isinstance(pat, str): variants, rx = None, pat.lower()   # a regex pattern on the text
+        else:
+            variants = _pattern_variants(pat, where)
+            rx = _pattern_regex(pat, where) if variants is None else None
+        out.append((tuple(variants) if variants else None, rx, kind, direction, f"medspacy:{r['literal']}"))
+    return tuple(out)
+
+def _cue_variants(cue:str) -> list[str]:
+    "Surface forms of an own cue: words separated by spaces, 'a|b' alternatives ('_' joins words inside one), a trailing '?' = optional."
+    import itertools
+    parts = [[a.replace('_', ' ') for a in w.rstrip('?').split('|')] + ([''] if w.endswith('?') else []) for w in cue.split()]
+    return sorted({' '.join(x for x in c if x) for c in itertools.product(*parts)} - {''})
+
+@lru_cache(None)
+def load_own_cues() -> tuple[tuple, ...]:
+    "The project's own cue rules from `parse_cues.tsv` as (surface forms, kind, direction, cue as written, reason)."
+    out = []
+    for r in _read_tsv('parse_cues.tsv'):
+        if len(r) != 4 or r[1] not in ('neg', 'unc', 'prob', 'pseudo', 'term') or r[2] not in ('pre', 'post', 'both') or not r[3]:
+            raise MedklipError(f"parse_cues.tsv: row {r!r} needs 4 tab-separated cells: cue, kind (neg/unc/prob/pseudo/term), "
+                               f"direction (pre/post/both), a one-line reason")
+        out.append((tuple(_cue_variants(r[0])), r[1], r[2], r[0], r[3]))
+    return tuple(out)
+
 
 # %% ../../nbs/06_text.parse.ipynb #1206a6f8
 @lru_cache(None)
@@ -137,6 +242,37 @@ def split_sections(text:str) -> list[tuple[str, str]]:
 def _alternation(items:list[str]) -> str:
     return '|'.join(sorted(items, key=len, reverse=True))
 
+def _trie_regex(words) -> str:
+    "One regex matching any of `words`, longest first at each position (a trie, so a failing prefix fails once); a space matches white space or hyphens, a word ending in a letter must end a word."
+    trie = {}
+    for w in words:
+        n = trie
+        for ch in w: n = n.setdefault(ch, {})
+        n[None] = True
+    def emit(n, last):
+        alts = [(r'[\s-]+' if ch == ' ' else re.escape(ch)) + emit(n[ch], ch) for ch in sorted(k for k in n if k is not None)]
+        if None in n: alts.append(r'(?![a-z])' if last.isalpha() else '')   # the shorter match is tried last
+        return alts[0] if len(alts) == 1 else '(?:' + '|'.join(alts) + ')'
+    return emit(trie, '') if trie else '(?!)'
+
+@lru_cache(None)
+def _cue_matcher():
+    "The cue regex, surface form -> (kind, direction, source) table and (regex, value) rules: medspaCy's ConText rules, then the project's own (an own rule overrides a medspaCy rule of the same surface form)."
+    table, rx = {}, []
+    for variants, pat, kind, d, src in load_context_rules():
+        if variants is None: rx.append((pat, (kind, d, src)))
+        for v in variants or ():
+            table.setdefault(re.sub(r'[\s-]+', ' ', v), (kind, d, src))
+    for variants, kind, d, cue, why in load_own_cues():
+        for v in variants: table[re.sub(r'[\s-]+', ' ', v)] = (kind, d, f'own:{cue}')
+    words = [w for w in table if w[0].isalpha()]
+    punct = [w for w in table if not w[0].isalpha()]
+    alts = [_trie_regex(words)] + [f'(?:{p})(?![a-z])' for p, _ in rx]
+    # the word-start lookbehind sits outside the alternation so mid-word positions fail at once
+    # a lookahead group finds the longest cue starting at every position, so overlapping cues ("is not" / "not seen") all appear
+    cue_re = re.compile(r'(?=((?<![a-z])(?:' + '|'.join(alts) + ')' + ('|' + _trie_regex(punct) if punct else '') + '))')
+    return cue_re, table, [(re.compile(p), v) for p, v in rx]
+
 class RuleEngine:
     "Compiled term, cue and anatomy matchers; `sentence_mentions` turns one sentence into (entity, position, exist)."
     def __init__(self,
@@ -149,15 +285,8 @@ class RuleEngine:
         self.term_re = re.compile(r'\b(?:' + _alternation([_term_regex(t) for t, _ in terms]) + r')\b')
         self._term_exact = {t: ents for t, ents in terms if not t.endswith('*')}
         self._term_prefix = sorted([(t[:-1], ents) for t, ents in terms if t.endswith('*')], key=lambda x: -len(x[0]))
-        cues = _read_tsv('parse_cues.tsv')
-        self.cue_kind = {}
-        words, punct = [], []
-        for c, kind, direction in cues:
-            (words if c[0].isalpha() else punct).append(_term_regex(c) if c[0].isalpha() else re.escape(c))
-            self.cue_kind[c.rstrip('*')] = (kind, direction, c.endswith('*'))
-        # the word-boundary lookarounds sit outside the alternation so mid-word positions fail at once (~8x faster)
-        self.cue_re = re.compile(r'(?<![a-z])(?:' + _alternation(words) + r')(?![a-z])' + (('|' + _alternation(punct)) if punct else ''))
-        self._cue_prefix = sorted([(c, v) for c, v in self.cue_kind.items() if v[2]], key=lambda x: -len(x[0]))
+        self.cue_re, self._cue_table, self._cue_rx = _cue_matcher()
+        self._cue_cache = {}
         exact, prefix = _anatomy_lexicon()
         anat = [re.escape(w) for w in exact] + [re.escape(p) + '[a-z]*' for p, _ in prefix]
         self.anat_re = re.compile(r'\b(?:' + _alternation(anat) + r')\b')
@@ -171,7 +300,7 @@ class RuleEngine:
         self.frame_re = re.compile(r'\b(?:' + _alternation([_term_regex(w) for f in self.frames for w in f[1]]) + r')\b') if self.frames else None
         self._fuzzy_cache, self._term_cache = {}, {}
         if fuzzy:
-            self._known = set(_WORD.findall(' '.join(t for t, _ in terms))) | set(exact) | {c for c, *_ in cues}
+            self._known = set(_WORD.findall(' '.join(t for t, _ in terms))) | set(exact) | set(_WORD.findall(' '.join(self._cue_table)))
             self._stems = {p for p, _ in self._term_prefix}
             self._fuzzy_targets = sorted({t for t, _ in terms if ' ' not in t and not t.endswith('*') and len(t) >= 6} |
                                          {t[:-1] for t, _ in terms if t.endswith('*') and ' ' not in t and len(t) >= 7})
@@ -190,11 +319,13 @@ class RuleEngine:
         return self._term_exact.get(s.replace(' ', '-'), ())
 
     def _cue(self, s:str):
-        s = re.sub(r'[\s-]+', ' ', s)
-        if s in self.cue_kind: return self.cue_kind[s]
-        for p, v in self._cue_prefix:
-            if s.startswith(p): return v
-        return None
+        "(kind, direction, source) of one matched cue string (cached)."
+        hit = self._cue_cache.get(s)
+        if hit is None:
+            k = re.sub(r'[\s-]+', ' ', s)
+            hit = self._cue_table.get(k) or next((v for rx, v in self._cue_rx if rx.fullmatch(k)), ())
+            self._cue_cache[s] = hit
+        return hit or None
 
     def fuzzy_entities(self, word:str) -> tuple[str, ...]:
         "Entities of a misspelt word (cached): same first letter and rapidfuzz ratio ≥ 85 to a vocabulary form."
@@ -265,12 +396,17 @@ def sentence_triplets(self, s:str) -> list[tuple[str, str, int]]:
 @patch_to(RuleEngine)
 def _cues(self, s:str):
     "The cues of a sentence as (start, end, kind, direction), and its clause function (scope terminators split clauses)."
-    cues, terms = [], []
-    for m in self.cue_re.finditer(s):
-        v = self._cue(m.group())
+    cues, terms, cands = [], [], [(m.start(1), m.end(1)) for m in self.cue_re.finditer(s) if m.end(1) > m.start(1)]
+    if len(cands) > 1:  # overlapping cues: the longest wins ("is not" / "not seen" -> "not seen")
+        keep = []
+        for a, b in sorted(cands, key=lambda x: (x[0] - x[1], x[0])):
+            if all(b <= ka or a >= kb for ka, kb in keep): keep.append((a, b))
+        cands = sorted(keep)
+    for a, b in cands:
+        v = self._cue(s[a:b])
         if v is None: continue
-        if v[0] == 'term': terms.append(m.start())
-        else: cues.append((m.start(), m.end(), v[0], v[1]))
+        if v[0] == 'term': terms.append(a)
+        else: cues.append((a, b, v[0], v[1]))
     return cues, (lambda pos: bisect.bisect_right(terms, pos))
 
 @patch_to(RuleEngine)

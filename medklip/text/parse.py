@@ -16,10 +16,11 @@ from ..core import MedklipError, InputError, atomic_write, save_json, resource_p
 from ..vocab import ENTITIES, POSITIONS, ENTITY_INDEX, POSITION_INDEX, ENTITY_GROUP
 
 # %% auto #0
-__all__ = ['CONTEXT_KINDS', 'CONTEXT_DIRECTIONS', 'MEDSPACY_PIN', 'SKIP_SECTIONS', 'load_terms', 'load_position_rules',
-           'load_frames', 'medspacy_resource', 'load_context_rules', 'load_own_cues', 'anatomy_categories',
-           'positions_for', 'normalize_text', 'split_sections', 'RuleEngine', 'ReportParser', 'label_matrix',
-           'exist_vector', 'iter_reports', 'parse_corpus', 'parse_reports_cli']
+__all__ = ['CONTEXT_KINDS', 'CONTEXT_DIRECTIONS', 'MEDSPACY_PIN', 'SKIP_SECTIONS', 'SKIP_CATEGORIES', 'load_terms',
+           'load_position_rules', 'load_frames', 'medspacy_resource', 'load_context_rules', 'load_own_cues',
+           'anatomy_categories', 'positions_for', 'load_section_headers', 'section_category', 'normalize_text',
+           'split_sections', 'RuleEngine', 'ReportParser', 'label_matrix', 'exist_vector', 'iter_reports',
+           'parse_corpus', 'parse_reports_cli']
 
 # %% ../../nbs/06_text.parse.ipynb #0792e3e9
 def _read_tsv(name:str) -> list[list[str]]:
@@ -213,15 +214,44 @@ def positions_for(cats:frozenset) -> tuple[str, ...]:
 
 # %% ../../nbs/06_text.parse.ipynb #e8dab9a9
 _DEID = re.compile(r'x{3,}|_{2,}|\[\*\*[^\]]*\*\*\]', re.I)
-_HEADER = re.compile(r'(?m)^[ \t]*([A-Za-z][A-Za-z /&()-]{1,40}?)[ \t]*:')
 _SENT = re.compile(r'(?<=[a-z0-9%)\]])\.(?=\s|$)|\.\s+(?=\d+\.\s)|\n\s*\n|\n(?=\s*\d+[.)]\s)|[?!](?=\s|$)')
 _WORD = re.compile(r"[a-z][a-z'/]*")
 
-#: sections whose text is a reason for the exam or a procedure note, not a finding
+#: sections whose text is a reason for the exam or a procedure note, not a finding (by header name) ...
 SKIP_SECTIONS = frozenset({'indication', 'indications', 'history', 'clinical history', 'reason for exam',
     'reason for examination', 'clinical indication', 'comparison', 'comparisons', 'technique', 'exam',
     'examination', 'procedure', 'notification', 'recommendation', 'recommendations', 'wet read', 'clinical information',
     'clinical data', 'reason', 'type of examination', 'study'})
+#: ... or by the section category of medspaCy's section rules / parse_sections.tsv
+SKIP_CATEGORIES = frozenset({'history_of_present_illness', 'past_medical_history', 'reason_for_examination', 'chief_complaint',
+    'family_history', 'social_history', 'medications', 'allergy', 'allergies', 'comparison', 'indication', 'technique',
+    'notification', 'recommendation', 'signature', 'patient_instructions', 'patient_education'})
+
+@lru_cache(None)
+def load_section_headers() -> dict[str, str]:
+    "Section header (lower case, no colon) -> category: medspaCy's `section_patterns.json` overridden/extended by `parse_sections.tsv`."
+    p = medspacy_resource('section_patterns.json')
+    try: rules = json.loads(p.read_text(encoding='utf-8'))['section_rules']
+    except (OSError, ValueError, KeyError) as e:
+        raise MedklipError(f"{p}: not a medspaCy section rules file ({type(e).__name__}: {e}); reinstall {MEDSPACY_PIN}") from e
+    out = {' '.join(r['literal'].lower().rstrip(':').split()): r['category'] for r in rules if isinstance(r.get('literal'), str)}
+    for r in _read_tsv('parse_sections.tsv'):
+        if len(r) != 3 or not r[2]: raise MedklipError(f"parse_sections.tsv: row {r!r} needs 3 tab-separated cells: header, category, reason")
+        out[r[0]] = r[1]
+    return out
+
+@lru_cache(None)
+def _header_re():
+    "Header regex: a known header (medspaCy's or the project's) at a line start or after a sentence end, or any short 'Words:' at a line start."
+    known = '|'.join(re.escape(h).replace(r'\ ', r'[ \t]+') for h in sorted(load_section_headers(), key=len, reverse=True))
+    generic = r'[A-Za-z][A-Za-z /&()-]{1,40}?'
+    return re.compile(rf'(?m)^[ \t]*({known}|{generic})[ \t]*:|(?<=[.!?])[ \t]+({known})[ \t]*:', re.I)
+
+def section_category(name:str) -> str:
+    "The section category of a header name (the name itself when no rule knows it)."
+    return load_section_headers().get(name, name)
+
+def _skipped(name:str) -> bool: return name in SKIP_SECTIONS or section_category(name) in SKIP_CATEGORIES
 
 def normalize_text(text) -> str:
     "Unicode-normalised, lower-cased text with de-identification tokens replaced by a neutral word."
@@ -233,8 +263,8 @@ def normalize_text(text) -> str:
 def split_sections(text:str) -> list[tuple[str, str]]:
     "(section name, body) pairs of a report; text before any header is section ''."
     out, last, name = [], 0, ''
-    for m in _HEADER.finditer(text):
-        out.append((name, text[last:m.start()])); name, last = m.group(1).strip().lower(), m.end()
+    for m in _header_re().finditer(text):
+        out.append((name, text[last:m.start()])); name, last = ' '.join((m.group(1) or m.group(2)).lower().split()), m.end()
     out.append((name, text[last:]))
     return [(n, b) for n, b in out if b.strip()]
 
@@ -482,7 +512,7 @@ def report_triplets(self, text) -> list[tuple[str, str, int]]:
     "(entity, position, exist) for a whole report (str), skipping indication/history/comparison sections."
     out = []
     for name, body in split_sections(normalize_text(text)):
-        if name in SKIP_SECTIONS: continue
+        if _skipped(name): continue
         for sent in _sentence_spans(body): out.extend(self.sentence_triplets(sent))
     return out
 
@@ -512,9 +542,9 @@ class ReportParser:
 
     def _sections(self, report) -> list[str]:
         if isinstance(report, dict):
-            return [b for k, v in report.items() if str(k).lower() not in SKIP_SECTIONS
-                    for n, b in split_sections(normalize_text(v)) if n not in SKIP_SECTIONS]
-        return [b for n, b in split_sections(normalize_text(report)) if n not in SKIP_SECTIONS]
+            return [b for k, v in report.items() if not _skipped(str(k).lower())
+                    for n, b in split_sections(normalize_text(v)) if not _skipped(n)]
+        return [b for n, b in split_sections(normalize_text(report)) if not _skipped(n)]
 
     def parse(self, report) -> list[dict]:
         "Triplets {entity, position, exist} of one report (str or dict of section → text)."
@@ -607,7 +637,7 @@ def iter_reports(src,                                             # CSV file or 
         for i, f in enumerate(files):
             t = f.read_text(encoding='utf-8', errors='replace'); keep = {}
             for n, b in (split_sections(normalize_text(t)) if sections else []):
-                if n in sections: keep[n] = '\n'.join(x for x in (keep.get(n), b) if x)
+                if n in sections or section_category(n) in sections: keep[n] = '\n'.join(x for x in (keep.get(n), b) if x)
             yield i, f.stem[1:], keep or {'report': t}
         return
     if not src.exists(): raise InputError("report file not found", path=src)

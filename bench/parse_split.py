@@ -4,7 +4,7 @@ Split rule (pinned, v1): a report is in the TUNING half when int(sha256(f"parse-
 is even, else in the CHECK half; corpus 'iu_xray' with the IU study_id, 'bioscope' with the BioScope doc_id (every unit
 of one report falls in one half). Protocol: change rules by reading TUNING-half errors only (`python bench/parse_split.py
 errors-iu` / `errors-bioscope` print them); score the CHECK half only when a round of changes is finished, never read
-its errors. Untuned sets (never read while writing rules): the NegEx/ConText kit, NegBio's OpenI labels (different
+its errors (`score-tune` prints tuning-half figures only). Untuned sets (never read while writing rules): the NegEx/ConText kit, NegBio's OpenI labels (different
 labels, same IU texts); its non-radiology reports are the clinical text outside radiology (BioScope's non-clinical
 parts were not staged)."""
 from __future__ import annotations
@@ -78,7 +78,33 @@ def _errors_bioscope(shared:Path):
         got = [(t['entity'], t['exist']) for t in p.parse({'findings': r['findings']}) if t['entity'] not in SKIP]
         if got and any(x != int(r['expected']) for _, x in got): print(f"{r['study_id']} expected={r['expected']} got={got}: {r['findings']}")
 
+def _score_tune(shared:Path):
+    "Tuning-half figures only (for use during a round of rule changes): IU MeSH F1 (default, probable_as=1) and BioScope units."
+    import importlib.util, subprocess, tempfile, collections
+    from medklip.text.parse import ReportParser
+    spec = importlib.util.spec_from_file_location('iu_mesh_score', shared/'tools/iu_mesh_score.py')
+    S = importlib.util.module_from_spec(spec); spec.loader.exec_module(S)
+    sys.path.insert(0, str(Path(__file__).parent)); from parse_iu import f1_scores
+    rows = [r for r in csv.DictReader(open(shared/'data/iu_xray/reports.csv', newline='', encoding='utf-8')) if part('iu_xray', r['study_id']) == 'tune']
+    keep = [r for r in rows if r['mesh_major'].strip() not in ('No Indexing', 'Technical Quality of Image Unsatisfactory') and (r['findings'].strip() or r['impression'].strip())]
+    ref = S.reference(keep)
+    for kw in ({}, {'probable_as': 1}):
+        p = ReportParser(**kw)
+        pos = {r['study_id']: {t['entity'] for t in p.parse({'findings': r['findings'], 'impression': r['impression']}) if t['exist'] == 1} for r in keep}
+        print(f"IU tune {kw}: micro/macro = %.4f / %.4f" % f1_scores(ref, pos, S.ENTITIES))
+    SKIP = {"normal", "clear", "sharp", "sharply", "unremarkable", "intact", "stable", "free", "excluded_obs", "tail_abnorm_obs"}
+    units = Path(tempfile.mkdtemp())/'units.csv'
+    subprocess.run([sys.executable, str(shared/'tools/bioscope_units.py'), str(shared/'data/bioscope_clinical/sentences.csv'), str(units)], check=True)
+    p, cov, right, n = ReportParser(), collections.Counter(), collections.Counter(), collections.Counter()
+    for r in csv.DictReader(open(units, newline='', encoding='utf-8')):
+        if part('bioscope', r['study_id'].split(':')[0]) != 'tune': continue
+        e = int(r['expected']); n[e] += 1
+        got = [t['exist'] for t in p.parse({'findings': r['findings']}) if t['entity'] not in SKIP]
+        if got: cov[e] += 1; right[e] += all(x == e for x in got)
+    acc = {e: right[e] / cov[e] for e in (0, -1, 1)}
+    print(f"BioScope tune: neg/unc/aff = {acc[0]:.3f} / {acc[-1]:.3f} / {acc[1]:.3f} macro={sum(acc.values()) / 3:.4f} coverage={sum(cov.values()) / sum(n.values()):.3f}")
+
 if __name__ == '__main__':
     import os
     shared = Path(os.environ.get('MEDKLIP_SHARED', '/work/shared'))
-    {'errors-iu': _errors_iu, 'errors-bioscope': _errors_bioscope}[sys.argv[1]](shared)
+    {'errors-iu': _errors_iu, 'errors-bioscope': _errors_bioscope, 'score-tune': _score_tune}[sys.argv[1]](shared)

@@ -146,8 +146,9 @@ def load_context_rules(path:str|None=None) -> tuple[tuple, ...]:
         where = f"{p.name} rule {i} ({r.get('literal')!r})"
         cat, d = r.get('category', ''), CONTEXT_DIRECTIONS.get(r.get('direction', 'BIDIRECTIONAL'))
         if d is None: raise MedklipError(f"{where}: unknown direction {r.get('direction')!r}; expected one of {list(CONTEXT_DIRECTIONS)}")
-        kind = d if d in ('term', 'pseudo') else CONTEXT_KINDS.get(cat)
+        kind = 'pseudo' if d == 'pseudo' else CONTEXT_KINDS.get(cat)
         if kind is None: continue  # a category outside existence/uncertainty (none in medspaCy's English set)
+        if d == 'term': kind = f'term_{kind}'  # as in medspaCy, a terminator ends the scopes of its own category only
         direction = 'pre' if d in ('term', 'pseudo') else d
         pat = r.get('pattern')
         if pat is None: variants, rx = [' '.join(r['literal'].lower().split())], None
@@ -434,12 +435,19 @@ def _cues(self, s:str):
         for a, b in sorted(cands, key=lambda x: (x[0] - x[1], x[0])):
             if all(b <= ka or a >= kb for ka, kb in keep): keep.append((a, b))
         cands = sorted(keep)
+    scoped = {}  # terminators that end only the scopes of one kind (medspaCy's TERMINATE rules keep their category)
     for a, b in cands:
         v = self._cue(s[a:b])
         if v is None: continue
         if v[0] == 'term': terms.append(a)
+        elif v[0].startswith('term_'): scoped.setdefault(v[0][5:], []).append(a)
         else: cues.append((a, b, v[0], v[1]))
-    return cues, (lambda pos: bisect.bisect_right(terms, pos))
+    if not scoped: return cues, (lambda pos, kind=None: bisect.bisect_right(terms, pos))
+    if 'unc' in scoped: scoped['prob'] = scoped['unc']
+    def clause(pos, kind=None):
+        t = scoped.get(kind)
+        return bisect.bisect_right(terms, pos) if t is None else (bisect.bisect_right(terms, pos), bisect.bisect_right(t, pos))
+    return cues, clause
 
 @patch_to(RuleEngine)
 def span_exist(self, s:str, a:int, b:int) -> int:
@@ -472,23 +480,28 @@ def _frame_mentions(self, s:str, ments:list, hits:list, clause) -> list:
 @patch_to(RuleEngine)
 def _exist(self, s, a, b, cues, clause) -> int:
     "Exist value of the mention at s[a:b]: nearest governing cue, pre cues first."
-    c = clause(a)
-    pre, neg_at, weak = None, None, False
+    pre, neg_at, weak, conj = None, None, False, False
     for ca, cb, kind, d in cues:
-        if d != 'post' and cb <= a and clause(ca) == c and s.count(' ', cb, a) <= self.window:
-            pre = kind
+        if d != 'post' and cb <= a and clause(ca, kind) == clause(a, kind) and s.count(' ', cb, a) <= self.window:
+            pre, conj = kind, s[ca:cb] in _CONJUNCTIONS
             if kind == 'neg': neg_at = cb
             weak = weak or kind == 'unc'
-    # a hedge inside a negated list is an adjective of the negated finding: "no masses or suspicious nodules"
-    if pre in ('unc', 'prob') and neg_at is not None and not any(ch in s[neg_at:a] for ch in ',:'): pre = 'neg'
+    # a hedge inside a negated list is an adjective of the negated finding ("no masses or suspicious nodules"), and an
+    # alternative conjunction inside one joins negated findings ("without consolidation, effusion, or pneumothorax")
+    if pre in ('unc', 'prob') and neg_at is not None and (conj or not any(ch in s[neg_at:a] for ch in ',:')): pre = 'neg'
     if pre is None:
         for ca, cb, kind, d in cues:
-            if d != 'pre' and ca >= b and clause(ca) == c and ',' not in s[b:ca]:
+            if ca < b: continue
+            if d == 'pre': break  # a later cue's backward scope does not reach over a forward cue: "opacity may represent A or B"
+            if clause(ca, kind) == clause(a, kind) and ',' not in s[b:ca]:
                 if pre is None: pre = kind
                 if pre != 'prob' or kind == 'unc': weak = weak or kind == 'unc'; break
     # a leaning hedge under a weaker one stays uncertain: "may represent atelectasis versus infiltrate"
     if pre == 'prob' and weak: pre = 'unc'
     return self.kind_exist.get(pre, 1)
+
+#: cues that join alternatives; inside a negated list they are part of the list
+_CONJUNCTIONS = frozenset({'or', 'and/or', 'versus', 'vs', 'nor'})
 
 @patch_to(RuleEngine)
 def _anatomy_runs(self, s:str) -> list[tuple[int, int, tuple[str, ...]]]:

@@ -55,7 +55,7 @@ def main(argv=None):
     print('-- untuned: NegEx/ConText kit (bench/parse_negex.py) --')
     print('\n'.join(parse_negex.evaluate(shared)))
     if a.backend == 'rules':
-        print('\n'.join(speed_lines(parser.parse, [{'findings': r['findings']} for r in rows], [r['findings'] for r in rows], shared, a.repeat, 'units')))
+        print('\n'.join(speed_lines(parser, [{'findings': r['findings']} for r in rows], [r['findings'] for r in rows], shared, a.repeat, 'units')))
     return 0
 
 if __name__ == '__main__': sys.exit(main())

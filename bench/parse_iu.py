@@ -92,7 +92,7 @@ def main(argv=None):
     subprocess.run([sys.executable, str(shared/'tools/negex_baseline.py'), str(csv_path), str(base_out)], check=True)
     print('keyword baseline, all reports:', score(base_out).strip().splitlines()[-1])
     texts = [r['findings'] + ' ' + r['impression'] for r in rows]
-    print('\n'.join(speed_lines(parser.parse, reports, texts, shared, a.repeat)))
+    print('\n'.join(speed_lines(parser, reports, texts, shared, a.repeat)))
     if a.spacy_n:
         sp = ReportParser(backend='spacy'); sub = reports[:a.spacy_n]
         for r in sub[:20]: sp.parse(r)

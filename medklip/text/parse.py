@@ -90,6 +90,19 @@ def medspacy_resource(name:str,        # file name under medspaCy's resources/<l
     raise MedklipError(f"medspaCy's resources/{lang}/{name} is not installed (the report parser reads its ConText and section rules); "
                        f"run: {Path(sys.executable).name} -m pip install --no-deps {MEDSPACY_PIN}  (--no-deps: only its data files are used)")
 
+def _trie_regex(words) -> str:
+    "One regex matching any of `words`, longest first at each position (a trie, so a failing prefix fails once); a space matches white space or hyphens, a word ending in a letter must end a word."
+    trie = {}
+    for w in words:
+        n = trie
+        for ch in w: n = n.setdefault(ch, {})
+        n[None] = True
+    def emit(n, last):
+        alts = [(r'[\s-]+' if ch == ' ' else re.escape(ch)) + emit(n[ch], ch) for ch in sorted(k for k in n if k is not None)]
+        if None in n: alts.append(r'(?![a-z])' if last.isalpha() else '')   # the shorter match is tried last
+        return alts[0] if len(alts) == 1 else '(?:' + '|'.join(alts) + ')'
+    return emit(trie, '') if trie else '(?!)'
+
 _TOKEN_ATTRS = ('LOWER', 'ORTH', 'TEXT', 'NORM')
 
 def _token_choices(tok:dict, where:str):
@@ -244,7 +257,7 @@ def load_section_headers() -> dict[str, str]:
 @lru_cache(None)
 def _header_re():
     "Header regex: a known header (medspaCy's or the project's) at a line start or after a sentence end, or any short 'Words:' at a line start."
-    known = '|'.join(re.escape(h).replace(r'\ ', r'[ \t]+') for h in sorted(load_section_headers(), key=len, reverse=True))
+    known = _trie_regex(load_section_headers())
     generic = r'[A-Za-z][A-Za-z /&()-]{1,40}?'
     return re.compile(rf'(?m)^[ \t]*({known}|{generic})[ \t]*:|(?<=[.!?])[ \t]+({known})[ \t]*:', re.I)
 
@@ -263,6 +276,7 @@ def normalize_text(text) -> str:
 
 def split_sections(text:str) -> list[tuple[str, str]]:
     "(section name, body) pairs of a report; text before any header is section ''."
+    if ':' not in text: return [('', text)] if text.strip() else []  # every header ends in a colon
     out, last, name = [], 0, ''
     for m in _header_re().finditer(text):
         out.append((name, text[last:m.start()])); name, last = ' '.join((m.group(1) or m.group(2)).lower().split()), m.end()
@@ -272,19 +286,6 @@ def split_sections(text:str) -> list[tuple[str, str]]:
 # %% ../../nbs/06_text.parse.ipynb #a7d8cff9
 def _alternation(items:list[str]) -> str:
     return '|'.join(sorted(items, key=len, reverse=True))
-
-def _trie_regex(words) -> str:
-    "One regex matching any of `words`, longest first at each position (a trie, so a failing prefix fails once); a space matches white space or hyphens, a word ending in a letter must end a word."
-    trie = {}
-    for w in words:
-        n = trie
-        for ch in w: n = n.setdefault(ch, {})
-        n[None] = True
-    def emit(n, last):
-        alts = [(r'[\s-]+' if ch == ' ' else re.escape(ch)) + emit(n[ch], ch) for ch in sorted(k for k in n if k is not None)]
-        if None in n: alts.append(r'(?![a-z])' if last.isalpha() else '')   # the shorter match is tried last
-        return alts[0] if len(alts) == 1 else '(?:' + '|'.join(alts) + ')'
-    return emit(trie, '') if trie else '(?!)'
 
 @lru_cache(None)
 def _cue_matcher():
@@ -331,12 +332,16 @@ class RuleEngine:
             self.implies.setdefault(r[0], []).append((r[1], r[2], unless))
         self.frames = load_frames()
         self.frame_re = re.compile(r'\b(?:' + _alternation([_term_regex(w) for f in self.frames for w in f[1]]) + r')\b') if self.frames else None
-        self._fuzzy_cache, self._term_cache = {}, {}
+        self._fuzzy_cache, self._term_cache, self._sentence_cache = {}, {}, {}
         if fuzzy:
             self._known = set(_WORD.findall(' '.join(t for t, _ in terms))) | set(exact) | set(_WORD.findall(' '.join(self._cue_table)))
             self._stems = {p for p, _ in self._term_prefix}
             self._fuzzy_targets = sorted({t for t, _ in terms if ' ' not in t and not t.endswith('*') and len(t) >= 6} |
                                          {t[:-1] for t, _ in terms if t.endswith('*') and ' ' not in t and len(t) >= 7})
+
+    def clear_cache(self):
+        "Forget memoised sentences (a benchmark times a first pass over a corpus with it)."
+        self._sentence_cache.clear()
 
     def term_entities(self, s:str) -> tuple[str, ...]:
         "Entities of one matched surface form (cached: the same few hundred forms recur across a corpus)."
@@ -381,14 +386,24 @@ def _sentence_spans(body:str) -> list[str]:
     "Sentences of a section body."
     return [x for x in _SENT.split(body) if x and x.strip()]
 
+_LONG_WORD = re.compile(r"[a-z][a-z'/]{5,}")  # the words of 6 letters or more that `_WORD` finds
+
 @patch_to(RuleEngine)
 def sentence_triplets(self, s:str) -> list[tuple[str, str, int]]:
-    "(entity, position, exist) for every mention in one normalised sentence."
+    "(entity, position, exist) for every mention in one normalised sentence (memoised: report sentences recur across a corpus)."
+    hit = self._sentence_cache.get(s)
+    if hit is None:
+        if len(self._sentence_cache) >= 200_000: self._sentence_cache.clear()  # bounded memory on a MIMIC-size corpus
+        hit = self._sentence_cache[s] = tuple(self._sentence_triplets(s))
+    return list(hit)
+
+@patch_to(RuleEngine)
+def _sentence_triplets(self, s:str) -> list[tuple[str, str, int]]:
     ments = [(m.start(), m.end(), self.term_entities(m.group())) for m in self.term_re.finditer(s)]
     if self.fuzzy:
-        for m in _WORD.finditer(s):
+        for m in _LONG_WORD.finditer(s):
             w = m.group()
-            if len(w) >= 6 and w not in self._known:
+            if w not in self._known:
                 ents = self.fuzzy_entities(w)
                 if ents and not any(a <= m.start() < b for a, b, _ in ments): ments.append((m.start(), m.end(), ents))
         ments.sort()
@@ -480,15 +495,18 @@ def _frame_mentions(self, s:str, ments:list, hits:list, clause) -> list:
 @patch_to(RuleEngine)
 def _exist(self, s, a, b, cues, clause) -> int:
     "Exist value of the mention at s[a:b]: nearest governing cue, pre cues first."
-    pre, neg_at, weak, conj = None, None, False, False
+    pre, neg_at, weak, conj, head = None, None, False, False, None
     for ca, cb, kind, d in cues:
         if d != 'post' and cb <= a and clause(ca, kind) == clause(a, kind) and s.count(' ', cb, a) <= self.window:
             pre, conj = kind, s[ca:cb] in _CONJUNCTIONS
+            if not conj: head = kind
             if kind == 'neg': neg_at = cb
             weak = weak or kind == 'unc'
-    # a hedge inside a negated list is an adjective of the negated finding ("no masses or suspicious nodules"), and an
-    # alternative conjunction inside one joins negated findings ("without consolidation, effusion, or pneumothorax")
-    if pre in ('unc', 'prob') and neg_at is not None and (conj or not any(ch in s[neg_at:a] for ch in ',:')): pre = 'neg'
+    # an alternative conjunction inside a negated or unchanged list joins its findings ("without consolidation, effusion,
+    # or pneumothorax", "no change in A or B"); a hedge inside a negated list is an adjective of the negated finding
+    # ("no masses or suspicious nodules")
+    if conj and head in ('neg', 'pseudo'): pre = head
+    elif pre in ('unc', 'prob') and neg_at is not None and not any(ch in s[neg_at:a] for ch in ',:'): pre = 'neg'
     if pre is None:
         for ca, cb, kind, d in cues:
             if ca < b: continue

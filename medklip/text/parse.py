@@ -183,8 +183,8 @@ def load_own_cues() -> tuple[tuple, ...]:
     "The project's own cue rules from `parse_cues.tsv` as (surface forms, kind, direction, cue as written, reason)."
     out = []
     for r in _read_tsv('parse_cues.tsv'):
-        if len(r) != 4 or r[1] not in ('neg', 'unc', 'prob', 'pseudo', 'term') or r[2] not in ('pre', 'post', 'both') or not r[3]:
-            raise MedklipError(f"parse_cues.tsv: row {r!r} needs 4 tab-separated cells: cue, kind (neg/unc/prob/pseudo/term), "
+        if len(r) != 4 or r[1] not in ('neg', 'unc', 'prob', 'bioscope', 'pseudo', 'term') or r[2] not in ('pre', 'post', 'both') or not r[3]:
+            raise MedklipError(f"parse_cues.tsv: row {r!r} needs 4 tab-separated cells: cue, kind (neg/unc/prob/bioscope/pseudo/term), "
                                f"direction (pre/post/both), a one-line reason")
         out.append((tuple(_cue_variants(r[0])), r[1], r[2], r[0], r[3]))
     return tuple(out)
@@ -311,9 +311,11 @@ class RuleEngine:
                  window:int=12,        # a pre cue governs mentions at most this many words after it
                  fuzzy:bool=True,      # map misspelt out-of-vocabulary words to terms with rapidfuzz
                  probable_as:int=-1,   # exist value of leaning hedges ('probable', 'likely', an unhedged 'A versus B')
-                 nodular_as_nodule:bool=False):  # 'nodular opacities/densities/infiltrates' also mention a nodule (IU MeSH indexers' convention)
+                 nodular_as_nodule:bool=False,   # 'nodular opacities/densities/infiltrates' also mention a nodule (IU MeSH indexers' convention)
+                 bioscope_hedges:bool=False):  # BioScope's convention: 'consistent/compatible with X' and 'A or B' are leaning hedges
         self.window, self.fuzzy = window, fuzzy
         self.kind_exist = {'neg': 0, 'unc': -1, 'prob': probable_as}
+        self._kind_map = {'bioscope': 'prob' if bioscope_hedges else None}  # option-dependent cue kinds (None = not a cue)
         terms = load_terms()
         if nodular_as_nodule: terms = [(t, es + ('nodule',) if t.startswith('nodular ') and 'nodule' not in es else es) for t, es in terms]
         self.term_re = re.compile(r'\b(?:' + _alternation([_term_regex(t) for t, _ in terms]) + r')\b')
@@ -454,9 +456,11 @@ def _cues(self, s:str):
     for a, b in cands:
         v = self._cue(s[a:b])
         if v is None: continue
-        if v[0] == 'term': terms.append(a)
-        elif v[0].startswith('term_'): scoped.setdefault(v[0][5:], []).append(a)
-        else: cues.append((a, b, v[0], v[1]))
+        k = self._kind_map.get(v[0], v[0])
+        if k is None: continue
+        if k == 'term': terms.append(a)
+        elif k.startswith('term_'): scoped.setdefault(k[5:], []).append(a)
+        else: cues.append((a, b, k, v[1]))
     if not scoped: return cues, (lambda pos, kind=None: bisect.bisect_right(terms, pos))
     if 'unc' in scoped: scoped['prob'] = scoped['unc']
     def clause(pos, kind=None):
@@ -564,14 +568,15 @@ class ReportParser:
                  fuzzy:bool=True,        # map misspelt words to vocabulary terms
                  uncertain_as:int=-1,    # exist value of hedged mentions: -1 (faithful, SPEC §3), 1 or 0 (for benchmarks that count hedges)
                  probable_as:int=-1,     # exist value of leaning hedges only ('probable', 'most likely', an unhedged 'A versus B' or 'A and/or B'): -1 faithful, 1 = the MeSH indexers' convention
-                 nodular_as_nodule:bool=False): # 'nodular opacities' etc. also a nodule (the IU MeSH indexers' convention; off by default: it lowered IU F1 as a default)
+                 nodular_as_nodule:bool=False,  # 'nodular opacities' etc. also a nodule (the IU MeSH indexers' convention; off by default: it lowered IU F1 as a default)
+                 bioscope_hedges:bool=False):   # BioScope's speculation convention: 'consistent/compatible with X' and 'A or B' are leaning hedges (off: 'consistent with' asserts, 'or' joins, as the MeSH indexers read them)
         if backend not in ('rules', 'spacy'): raise MedklipError(f"unknown parser backend {backend!r}; use 'rules' or 'spacy'")
         for k, v in (('uncertain_as', uncertain_as), ('probable_as', probable_as)):
             if v not in (-1, 0, 1): raise MedklipError(f"{k} must be -1, 0 or 1, got {v!r}")
         self.uncertain_as = uncertain_as
         if (model, linker, nlp) != (None, None, None) and backend != 'spacy': raise MedklipError("a spaCy model, linker or pipeline needs backend='spacy'")
         self.backend, self.model = backend, model
-        self.engine = RuleEngine(window=window, fuzzy=fuzzy, probable_as=probable_as, nodular_as_nodule=nodular_as_nodule)
+        self.engine = RuleEngine(window=window, fuzzy=fuzzy, probable_as=probable_as, nodular_as_nodule=nodular_as_nodule, bioscope_hedges=bioscope_hedges)
         self.nlp = (nlp or _spacy_pipeline(model, linker)) if backend == 'spacy' else None
 
     def _sections(self, report) -> list[str]:
@@ -776,10 +781,12 @@ def parse_reports_cli(argv:list[str]|None=None) -> int:
                          "(default -1; 1 follows the IU X-ray MeSH indexers, who code such mentions as present)")
     ap.add_argument('--nodular-as-nodule', action='store_true',
                     help="'nodular opacities/densities/infiltrates' also mention a nodule (the IU X-ray MeSH indexers' convention; off by default)")
+    ap.add_argument('--bioscope-hedges', action='store_true',
+                    help="BioScope's speculation convention: 'consistent/compatible with X' and 'A or B' are leaning hedges (--probable-as value; off by default)")
     ap.add_argument('--quiet', action='store_true', help='no progress bar')
     a = ap.parse_args(argv)
     workers = a.workers or os.cpu_count() or 1
-    kw = dict(backend=a.backend, model=a.model, linker=a.linker, window=a.window, fuzzy=not a.no_fuzzy, uncertain_as=a.uncertain_as, probable_as=a.probable_as, nodular_as_nodule=a.nodular_as_nodule)
+    kw = dict(backend=a.backend, model=a.model, linker=a.linker, window=a.window, fuzzy=not a.no_fuzzy, uncertain_as=a.uncertain_as, probable_as=a.probable_as, nodular_as_nodule=a.nodular_as_nodule, bioscope_hedges=a.bioscope_hedges)
     if a.backend in ('rules', 'spacy'):
         ReportParser(**kw)  # fail early on bad options
         records = parse_corpus(iter_reports(a.reports, a.id_col, tuple(a.text_cols), None if a.sections == ['all'] else tuple(s.lower() for s in a.sections)), workers=workers, progress=not a.quiet, **kw)
@@ -799,7 +806,7 @@ def parse_reports_cli(argv:list[str]|None=None) -> int:
     # no timings in the stats file: a DVC output must be the same bytes on every run (the speed goes to stderr)
     stats = dict(n_studies=n_ok, n_errors=len(errors), n_triplets=n_trip, n_empty=n_empty,
                  workers=workers, backend=a.backend, uncertain_as=a.uncertain_as,
-                 probable_as=a.probable_as, nodular_as_nodule=a.nodular_as_nodule, entities={e: {k: counts[k][e] for k in ('1', '0', '-1')} for e in ENTITIES}, errors=errors)
+                 probable_as=a.probable_as, nodular_as_nodule=a.nodular_as_nodule, bioscope_hedges=a.bioscope_hedges, entities={e: {k: counts[k][e] for k in ('1', '0', '-1')} for e in ENTITIES}, errors=errors)
     if a.stats: save_json(stats, a.stats)
     print(f"parse-reports: {n_ok} studies, {n_trip} triplets, {len(errors)} errors in {secs:.2f} s ({n_ok / secs if secs else 0:.0f} reports/s) -> {a.out}", file=sys.stderr)
     return 0

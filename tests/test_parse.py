@@ -460,3 +460,13 @@ def test_frozen_split_rule():
     assert [m.part('iu_xray', i) for i in (1, 2, 3, 4, 5, 6)] == ['check', 'tune', 'check', 'tune', 'check', 'check']
     assert [m.part('bioscope', d) for d in ('97636670', '97638202')] == ['check', 'tune']
     assert 1400 < sum(m.part('iu_xray', i) == 'tune' for i in range(1, 3001)) < 1600
+
+def test_cli_corpus_convention_flags(tmp_path):
+    src = tmp_path/'r.csv'; src.write_text('study_id,findings,impression\n1,Atelectasis or pneumonia.,Nodular opacities.\n')
+    out, stats = tmp_path/'o.jsonl', tmp_path/'s.json'
+    assert parse_reports_cli([str(src), '--out', str(out), '--stats', str(stats), '--workers', '1', '--quiet',
+                              '--bioscope-hedges', '--nodular-as-nodule']) == 0
+    got = {(t['entity'], t['exist']) for t in json.loads(out.read_text())['triplets']}
+    assert {('atelectasis', -1), ('pneumonia', -1), ('nodule', 1)} <= got
+    st = json.loads(stats.read_text())
+    assert st['bioscope_hedges'] is True and st['nodular_as_nodule'] is True

@@ -228,7 +228,7 @@ def positions_for(cats:frozenset) -> tuple[str, ...]:
 
 # %% ../../nbs/06_text.parse.ipynb #e8dab9a9
 _DEID = re.compile(r'x{3,}|_{2,}|\[\*\*[^\]]*\*\*\]', re.I)
-_SENT = re.compile(r'(?<=[a-z0-9%)\]])\.(?=\s|$)|\.\s+(?=\d+\.\s)|\n\s*\n|\n(?=\s*\d+[.)]\s)|[?!](?=\s|$)')
+_SENT = re.compile(r'(?<=[a-z0-9%)\]])\.(?=\s|$)|(?<=[a-z0-9%)\]] )\.(?=\s|$)|\.\s+(?=\d+\.\s)|\n\s*\n|\n(?=\s*\d+[.)]\s)|[?!](?=\s|$)')
 _WORD = re.compile(r"[a-z][a-z'/]*")
 
 #: sections whose text is a reason for the exam or a procedure note, not a finding (by header name) ...

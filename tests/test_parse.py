@@ -376,6 +376,8 @@ def test_context_rules_come_from_the_installed_medspacy_files():
     ('Opacity may be secondary to pneumonia.', 'pneumonia', -1),  # medspaCy's negation terminator "secondary" leaves the hedge
     ('No evidence of pneumothorax, but there is pneumonia.', 'pneumonia', 1),
     ('No change in the effusion or pneumothorax.', 'pneumothorax', 1),   # an alternative under a pseudo-cue inherits it
+    ('Small right pneumothorax and free air.', 'pneumothorax', 1),      # medspaCy's backward "free" is switched off
+    ('History of pneumonia, now with new consolidation.', 'consolidation', 1),  # "now" ends the history scope
 ])
 def test_context_rules_in_the_engine(rp, text, entity, exist):
     assert (entity, exist) in ex(rp, text)

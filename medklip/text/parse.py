@@ -183,8 +183,8 @@ def load_own_cues() -> tuple[tuple, ...]:
     "The project's own cue rules from `parse_cues.tsv` as (surface forms, kind, direction, cue as written, reason)."
     out = []
     for r in _read_tsv('parse_cues.tsv'):
-        if len(r) != 4 or r[1] not in ('neg', 'unc', 'prob', 'bioscope', 'pseudo', 'term') or r[2] not in ('pre', 'post', 'both') or not r[3]:
-            raise MedklipError(f"parse_cues.tsv: row {r!r} needs 4 tab-separated cells: cue, kind (neg/unc/prob/bioscope/pseudo/term), "
+        if len(r) != 4 or r[1] not in ('neg', 'unc', 'prob', 'bioscope', 'pseudo', 'term', 'term_unc', 'off') or r[2] not in ('pre', 'post', 'both') or not r[3]:
+            raise MedklipError(f"parse_cues.tsv: row {r!r} needs 4 tab-separated cells: cue, kind (neg/unc/prob/bioscope/pseudo/term/term_unc/off), "
                                f"direction (pre/post/both), a one-line reason")
         out.append((tuple(_cue_variants(r[0])), r[1], r[2], r[0], r[3]))
     return tuple(out)
@@ -315,7 +315,7 @@ class RuleEngine:
                  bioscope_hedges:bool=False):  # BioScope's convention: 'consistent/compatible with X' and 'A or B' are leaning hedges
         self.window, self.fuzzy = window, fuzzy
         self.kind_exist = {'neg': 0, 'unc': -1, 'prob': probable_as}
-        self._kind_map = {'bioscope': 'prob' if bioscope_hedges else None}  # option-dependent cue kinds (None = not a cue)
+        self._kind_map = {'bioscope': 'prob' if bioscope_hedges else None, 'off': None}  # option-dependent cue kinds (None = not a cue)
         terms = load_terms()
         if nodular_as_nodule: terms = [(t, es + ('nodule',) if t.startswith('nodular ') and 'nodule' not in es else es) for t, es in terms]
         self.term_re = re.compile(r'\b(?:' + _alternation([_term_regex(t) for t, _ in terms]) + r')\b')

@@ -4,7 +4,7 @@ Affirmed or Negated by humans, in sentences from six kinds of clinical report (1
 usage: python bench/parse_negex.py [--shared /work/shared]
 For every condition the parser's cue rules give the exist value of its span (`RuleEngine.span_exist`); 0 counts as
 negated, 1 or -1 as affirmed (the kit has no uncertain label). Prints accuracy and negation precision/recall/F1 for all
-conditions and for the radiology reports, beside the keyword baseline's negation pattern
+conditions, for the radiology reports and for the other reports, beside the keyword baseline's negation pattern
 (../shared/tools/negex_baseline.py) applied to the text before the condition in the same process. An external
 check of how the cue rules generalise: nothing was tuned on this kit."""
 from __future__ import annotations
@@ -21,11 +21,8 @@ def scores(rows, pred) -> str:
     f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
     return f"accuracy={acc:.3f} negated P={prec:.3f} R={rec:.3f} F1={f1:.3f}"
 
-def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--shared', default=os.environ.get('MEDKLIP_SHARED', '/work/shared'))
-    a = ap.parse_args(argv)
-    shared = Path(a.shared)
+def evaluate(shared:Path) -> list[str]:
+    "Report lines: accuracy and negation P/R/F1 of the cue rules and the keyword baseline, all / radiology / other reports."
     rows = list(csv.DictReader(open(shared/'data/negex_testset/sentences.csv', newline='', encoding='utf-8')))
     ns = {}
     exec((shared/'tools/negex_baseline.py').read_text().split('neg = True')[0], ns)  # its LEX and NEG only
@@ -40,14 +37,23 @@ def main(argv=None):
         kept.append(r)
         ours.append(eng.span_exist(s, len(pre), len(pre) + len(target)) == 0)
         base.append(bool(NEG.search(pre)))
-    print(f"conditions: {len(kept)} of {len(rows)} located in their sentence "
-          f"({sum(r['label'] == 'negated' for r in kept)} negated)")
+    out = [f"conditions: {len(kept)} of {len(rows)} located in their sentence "
+           f"({sum(r['label'] == 'negated' for r in kept)} negated)"]
+    rad = lambda r: r['report_type_inferred'] == 'radiology'
     for name, sub in (('all reports', range(len(kept))),
-                      ('radiology reports', [k for k, r in enumerate(kept) if r['report_type_inferred'] == 'radiology'])):
+                      ('radiology reports', [k for k, r in enumerate(kept) if rad(r)]),
+                      ('other (non-radiology) reports', [k for k, r in enumerate(kept) if not rad(r)])):
         rs = [kept[k] for k in sub]
-        print(f"{name} (n={len(rs)}):")
-        print(f"  medklip rules:    {scores(rs, [ours[k] for k in sub])}")
-        print(f"  keyword baseline: {scores(rs, [base[k] for k in sub])}")
+        out += [f"{name} (n={len(rs)}):",
+                f"  medklip rules:    {scores(rs, [ours[k] for k in sub])}",
+                f"  keyword baseline: {scores(rs, [base[k] for k in sub])}"]
+    return out
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--shared', default=os.environ.get('MEDKLIP_SHARED', '/work/shared'))
+    a = ap.parse_args(argv)
+    print('\n'.join(evaluate(Path(a.shared))))
     return 0
 
 if __name__ == '__main__': sys.exit(main())

@@ -16,9 +16,11 @@ from ..core import MedklipError, InputError, atomic_write, save_json, resource_p
 from ..vocab import ENTITIES, POSITIONS, ENTITY_INDEX, POSITION_INDEX, ENTITY_GROUP
 
 # %% auto #0
-__all__ = ['SKIP_SECTIONS', 'load_terms', 'load_position_rules', 'load_frames', 'anatomy_categories', 'positions_for',
-           'normalize_text', 'split_sections', 'RuleEngine', 'ReportParser', 'label_matrix', 'exist_vector',
-           'iter_reports', 'parse_corpus', 'parse_reports_cli']
+__all__ = ['CONTEXT_KINDS', 'CONTEXT_DIRECTIONS', 'MEDSPACY_PIN', 'SKIP_SECTIONS', 'SKIP_CATEGORIES', 'load_terms',
+           'load_position_rules', 'load_frames', 'medspacy_resource', 'load_context_rules', 'load_own_cues',
+           'anatomy_categories', 'positions_for', 'load_section_headers', 'section_category', 'normalize_text',
+           'split_sections', 'RuleEngine', 'ReportParser', 'label_matrix', 'exist_vector', 'iter_reports',
+           'parse_corpus', 'parse_reports_cli']
 
 # %% ../../nbs/06_text.parse.ipynb #0792e3e9
 def _read_tsv(name:str) -> list[list[str]]:
@@ -70,6 +72,124 @@ def load_frames() -> list[tuple[str, tuple[str, ...], frozenset, tuple[str, ...]
                     tuple(w[:-1] for w in subj if w.endswith('*')), int(r[3])))
     return out
 
+# %% ../../nbs/06_text.parse.ipynb #c7e1a002
+#: medspaCy ConText category -> the engine's cue kind ('neg' = 0, 'unc' = -1); a past or a relative's condition is not a finding of this image
+CONTEXT_KINDS = {'NEGATED_EXISTENCE': 'neg', 'POSSIBLE_EXISTENCE': 'unc', 'HYPOTHETICAL': 'unc', 'HISTORICAL': 'unc', 'FAMILY': 'unc'}
+#: medspaCy ConText direction -> the engine's direction ('term' and 'pseudo' are kinds of their own)
+CONTEXT_DIRECTIONS = {'FORWARD': 'pre', 'BACKWARD': 'post', 'BIDIRECTIONAL': 'both', 'TERMINATE': 'term', 'PSEUDO': 'pseudo'}
+MEDSPACY_PIN = 'medspacy==1.3.1'
+
+def medspacy_resource(name:str,        # file name under medspaCy's resources/<lang>/, e.g. 'context_rules.json'
+                      lang:str='en'):  # medspaCy resource language folder
+    "Path of one of the installed medspaCy distribution's data files (found through its file list, not by importing it)."
+    import importlib.metadata as md
+    try: files = md.files('medspacy') or []
+    except md.PackageNotFoundError: files = []
+    for f in files:
+        if f.as_posix().endswith(f'resources/{lang}/{name}') and Path(f.locate()).exists(): return Path(f.locate())
+    raise MedklipError(f"medspaCy's resources/{lang}/{name} is not installed (the report parser reads its ConText and section rules); "
+                       f"run: {Path(sys.executable).name} -m pip install --no-deps {MEDSPACY_PIN}  (--no-deps: only its data files are used)")
+
+def _trie_regex(words) -> str:
+    "One regex matching any of `words`, longest first at each position (a trie, so a failing prefix fails once); a space matches white space or hyphens, a word ending in a letter must end a word."
+    trie = {}
+    for w in words:
+        n = trie
+        for ch in w: n = n.setdefault(ch, {})
+        n[None] = True
+    def emit(n, last):
+        alts = [(r'[\s-]+' if ch == ' ' else re.escape(ch)) + emit(n[ch], ch) for ch in sorted(k for k in n if k is not None)]
+        if None in n: alts.append(r'(?![a-z])' if last.isalpha() else '')   # the shorter match is tried last
+        return alts[0] if len(alts) == 1 else '(?:' + '|'.join(alts) + ')'
+    return emit(trie, '') if trie else '(?!)'
+
+_TOKEN_ATTRS = ('LOWER', 'ORTH', 'TEXT', 'NORM')
+
+def _token_choices(tok:dict, where:str):
+    "One spaCy token pattern as ('lit', [lower-case words]) or ('re', regex), and its OP."
+    op = tok.get('OP')
+    keys = [k for k in tok if k != 'OP']
+    if len(keys) != 1 or keys[0] not in _TOKEN_ATTRS:
+        raise MedklipError(f"{where}: token pattern {tok} uses {keys}; the rule engine compiles only one of {_TOKEN_ATTRS} per token")
+    v = tok[keys[0]]
+    if isinstance(v, str): return ('lit', [v.lower()]), op
+    if isinstance(v, dict) and set(v) == {'IN'}: return ('lit', [str(x).lower() for x in v['IN']]), op
+    if isinstance(v, dict) and set(v) == {'REGEX'}: return ('re', v['REGEX'].lower()), op
+    raise MedklipError(f"{where}: token value {v!r} is not a string, {{'IN': [...]}} or {{'REGEX': ...}}")
+
+def _join_tokens(words) -> str:
+    "Surface string of spaCy tokens: a space between words, none before a clitic such as n't or 's."
+    out = ''
+    for w in words:
+        if not w: continue
+        out += w if not out or w[0] == "'" or w == "n't" else ' ' + w
+    return out
+
+def _pattern_variants(pattern:list, where:str, limit:int=5000) -> list[str]|None:
+    "All surface strings of a token pattern made of literal tokens with OP None/'?' (None when it needs a regex)."
+    import itertools
+    parts = []
+    for tok in pattern:
+        (typ, val), op = _token_choices(tok, where)
+        if typ != 'lit' or op not in (None, '?'): return None
+        parts.append(val + [''] if op == '?' else val)
+    n = 1
+    for p in parts: n *= len(p)
+    return None if n > limit else sorted({_join_tokens(c) for c in itertools.product(*parts)} - {''})
+
+def _pattern_regex(pattern:list, where:str) -> str:
+    "Regex of a token pattern: tokens separated by white space or a hyphen (none before a clitic), OP '?', '*' or '+' as in spaCy."
+    out = []
+    for tok in pattern:
+        (typ, val), op = _token_choices(tok, where)
+        if op not in (None, '?', '*', '+'): raise MedklipError(f"{where}: OP {op!r} is not compiled by the rule engine; use '?', '*' or '+'")
+        body = '|'.join(re.escape(w) for w in val) if typ == 'lit' else val
+        out.append((r'(?:[\s-]*(?:' if out else '(?:(?:') + body + '))' + (op or ''))
+    return ''.join(out)
+
+@lru_cache(None)
+def load_context_rules(path:str|None=None) -> tuple[tuple, ...]:
+    "medspaCy's ConText rules (or the rules file at `path`) as (literal variants or None, regex or None, kind, direction, source)."
+    p = Path(path) if path else medspacy_resource('context_rules.json')
+    try: rules = json.loads(p.read_text(encoding='utf-8'))['context_rules']
+    except (OSError, ValueError, KeyError) as e:
+        raise MedklipError(f"{p}: not a medspaCy ConText rules file ({type(e).__name__}: {e}); reinstall {MEDSPACY_PIN}") from e
+    out = []
+    for i, r in enumerate(rules):
+        where = f"{p.name} rule {i} ({r.get('literal')!r})"
+        cat, d = r.get('category', ''), CONTEXT_DIRECTIONS.get(r.get('direction', 'BIDIRECTIONAL'))
+        if d is None: raise MedklipError(f"{where}: unknown direction {r.get('direction')!r}; expected one of {list(CONTEXT_DIRECTIONS)}")
+        kind = 'pseudo' if d == 'pseudo' else CONTEXT_KINDS.get(cat)
+        if kind is None: continue  # a category outside existence/uncertainty (none in medspaCy's English set)
+        if d == 'term': kind = f'term_{kind}'  # as in medspaCy, a terminator ends the scopes of its own category only
+        direction = 'pre' if d in ('term', 'pseudo') else d
+        pat = r.get('pattern')
+        if pat is None: variants, rx = [' '.join(r['literal'].lower().split())], None
+        elif isinstance(pat, str): variants, rx = None, pat.lower()   # a regex pattern on the text
+        else:
+            variants = _pattern_variants(pat, where)
+            rx = _pattern_regex(pat, where) if variants is None else None
+        out.append((tuple(variants) if variants else None, rx, kind, direction, f"medspacy:{r['literal']}"))
+    return tuple(out)
+
+def _cue_variants(cue:str) -> list[str]:
+    "Surface forms of an own cue: words separated by spaces, 'a|b' alternatives ('_' joins words inside one), a trailing '?' = optional."
+    import itertools
+    parts = [[a.replace('_', ' ') for a in w.rstrip('?').split('|')] + ([''] if w.endswith('?') else []) for w in cue.split()]
+    return sorted({' '.join(x for x in c if x) for c in itertools.product(*parts)} - {''})
+
+@lru_cache(None)
+def load_own_cues() -> tuple[tuple, ...]:
+    "The project's own cue rules from `parse_cues.tsv` as (surface forms, kind, direction, cue as written, reason)."
+    out = []
+    for r in _read_tsv('parse_cues.tsv'):
+        if len(r) != 4 or r[1] not in ('neg', 'unc', 'prob', 'bioscope', 'pseudo', 'term', 'term_unc', 'off') or r[2] not in ('pre', 'post', 'both') or not r[3]:
+            raise MedklipError(f"parse_cues.tsv: row {r!r} needs 4 tab-separated cells: cue, kind (neg/unc/prob/bioscope/pseudo/term/term_unc/off), "
+                               f"direction (pre/post/both), a one-line reason")
+        out.append((tuple(_cue_variants(r[0])), r[1], r[2], r[0], r[3]))
+    return tuple(out)
+
+
 # %% ../../nbs/06_text.parse.ipynb #1206a6f8
 @lru_cache(None)
 def _anatomy_lexicon() -> tuple[dict, list]:
@@ -108,15 +228,44 @@ def positions_for(cats:frozenset) -> tuple[str, ...]:
 
 # %% ../../nbs/06_text.parse.ipynb #e8dab9a9
 _DEID = re.compile(r'x{3,}|_{2,}|\[\*\*[^\]]*\*\*\]', re.I)
-_HEADER = re.compile(r'(?m)^[ \t]*([A-Za-z][A-Za-z /&()-]{1,40}?)[ \t]*:')
-_SENT = re.compile(r'(?<=[a-z0-9%)\]])\.(?=\s|$)|\.\s+(?=\d+\.\s)|\n\s*\n|\n(?=\s*\d+[.)]\s)|[?!](?=\s|$)')
+_SENT = re.compile(r'(?<=[a-z0-9%)\]])\.(?=\s|$)|(?<=[a-z0-9%)\]] )\.(?=\s|$)|\.\s+(?=\d+\.\s)|\n\s*\n|\n(?=\s*\d+[.)]\s)|[?!](?=\s|$)')
 _WORD = re.compile(r"[a-z][a-z'/]*")
 
-#: sections whose text is a reason for the exam or a procedure note, not a finding
+#: sections whose text is a reason for the exam or a procedure note, not a finding (by header name) ...
 SKIP_SECTIONS = frozenset({'indication', 'indications', 'history', 'clinical history', 'reason for exam',
     'reason for examination', 'clinical indication', 'comparison', 'comparisons', 'technique', 'exam',
     'examination', 'procedure', 'notification', 'recommendation', 'recommendations', 'wet read', 'clinical information',
     'clinical data', 'reason', 'type of examination', 'study'})
+#: ... or by the section category of medspaCy's section rules / parse_sections.tsv
+SKIP_CATEGORIES = frozenset({'history_of_present_illness', 'past_medical_history', 'reason_for_examination', 'chief_complaint',
+    'family_history', 'social_history', 'medications', 'allergy', 'allergies', 'comparison', 'indication', 'technique',
+    'notification', 'recommendation', 'signature', 'patient_instructions', 'patient_education'})
+
+@lru_cache(None)
+def load_section_headers() -> dict[str, str]:
+    "Section header (lower case, no colon) -> category: medspaCy's `section_patterns.json` overridden/extended by `parse_sections.tsv`."
+    p = medspacy_resource('section_patterns.json')
+    try: rules = json.loads(p.read_text(encoding='utf-8'))['section_rules']
+    except (OSError, ValueError, KeyError) as e:
+        raise MedklipError(f"{p}: not a medspaCy section rules file ({type(e).__name__}: {e}); reinstall {MEDSPACY_PIN}") from e
+    out = {' '.join(r['literal'].lower().rstrip(':').split()): r['category'] for r in rules if isinstance(r.get('literal'), str)}
+    for r in _read_tsv('parse_sections.tsv'):
+        if len(r) != 3 or not r[2]: raise MedklipError(f"parse_sections.tsv: row {r!r} needs 3 tab-separated cells: header, category, reason")
+        out[r[0]] = r[1]
+    return out
+
+@lru_cache(None)
+def _header_re():
+    "Header regex: a known header (medspaCy's or the project's) at a line start or after a sentence end, or any short 'Words:' at a line start."
+    known = _trie_regex(load_section_headers())
+    generic = r'[A-Za-z][A-Za-z /&()-]{1,40}?'
+    return re.compile(rf'(?m)^[ \t]*({known}|{generic})[ \t]*:|(?<=[.!?])[ \t]+({known})[ \t]*:', re.I)
+
+def section_category(name:str) -> str:
+    "The section category of a header name (the name itself when no rule knows it)."
+    return load_section_headers().get(name, name)
+
+def _skipped(name:str) -> bool: return name in SKIP_SECTIONS or section_category(name) in SKIP_CATEGORIES
 
 def normalize_text(text) -> str:
     "Unicode-normalised, lower-cased text with de-identification tokens replaced by a neutral word."
@@ -127,9 +276,10 @@ def normalize_text(text) -> str:
 
 def split_sections(text:str) -> list[tuple[str, str]]:
     "(section name, body) pairs of a report; text before any header is section ''."
+    if ':' not in text: return [('', text)] if text.strip() else []  # every header ends in a colon
     out, last, name = [], 0, ''
-    for m in _HEADER.finditer(text):
-        out.append((name, text[last:m.start()])); name, last = m.group(1).strip().lower(), m.end()
+    for m in _header_re().finditer(text):
+        out.append((name, text[last:m.start()])); name, last = ' '.join((m.group(1) or m.group(2)).lower().split()), m.end()
     out.append((name, text[last:]))
     return [(n, b) for n, b in out if b.strip()]
 
@@ -137,27 +287,42 @@ def split_sections(text:str) -> list[tuple[str, str]]:
 def _alternation(items:list[str]) -> str:
     return '|'.join(sorted(items, key=len, reverse=True))
 
+@lru_cache(None)
+def _cue_matcher():
+    "The cue regex, surface form -> (kind, direction, source) table and (regex, value) rules: medspaCy's ConText rules, then the project's own (an own rule overrides a medspaCy rule of the same surface form)."
+    table, rx = {}, []
+    for variants, pat, kind, d, src in load_context_rules():
+        if variants is None: rx.append((pat, (kind, d, src)))
+        for v in variants or ():
+            table.setdefault(re.sub(r'[\s-]+', ' ', v), (kind, d, src))
+    for variants, kind, d, cue, why in load_own_cues():
+        for v in variants: table[re.sub(r'[\s-]+', ' ', v)] = (kind, d, f'own:{cue}')
+    words = [w for w in table if w[0].isalpha()]
+    punct = [w for w in table if not w[0].isalpha()]
+    alts = [_trie_regex(words)] + [f'(?:{p})(?![a-z])' for p, _ in rx]
+    # the word-start lookbehind sits outside the alternation so mid-word positions fail at once
+    # a lookahead group finds the longest cue starting at every position, so overlapping cues ("is not" / "not seen") all appear
+    cue_re = re.compile(r'(?=((?<![a-z])(?:' + '|'.join(alts) + ')' + ('|' + _trie_regex(punct) if punct else '') + '))')
+    return cue_re, table, [(re.compile(p), v) for p, v in rx]
+
 class RuleEngine:
     "Compiled term, cue and anatomy matchers; `sentence_mentions` turns one sentence into (entity, position, exist)."
     def __init__(self,
                  window:int=12,        # a pre cue governs mentions at most this many words after it
                  fuzzy:bool=True,      # map misspelt out-of-vocabulary words to terms with rapidfuzz
-                 probable_as:int=-1):  # exist value of leaning hedges ('probable', 'likely', an unhedged 'A versus B')
+                 probable_as:int=-1,   # exist value of leaning hedges ('probable', 'likely', an unhedged 'A versus B')
+                 nodular_as_nodule:bool=False,   # 'nodular opacities/densities/infiltrates' also mention a nodule (IU MeSH indexers' convention)
+                 bioscope_hedges:bool=False):  # BioScope's convention: 'consistent/compatible with X' and 'A or B' are leaning hedges
         self.window, self.fuzzy = window, fuzzy
         self.kind_exist = {'neg': 0, 'unc': -1, 'prob': probable_as}
+        self._kind_map = {'bioscope': 'prob' if bioscope_hedges else None, 'off': None}  # option-dependent cue kinds (None = not a cue)
         terms = load_terms()
+        if nodular_as_nodule: terms = [(t, es + ('nodule',) if t.startswith('nodular ') and 'nodule' not in es else es) for t, es in terms]
         self.term_re = re.compile(r'\b(?:' + _alternation([_term_regex(t) for t, _ in terms]) + r')\b')
         self._term_exact = {t: ents for t, ents in terms if not t.endswith('*')}
         self._term_prefix = sorted([(t[:-1], ents) for t, ents in terms if t.endswith('*')], key=lambda x: -len(x[0]))
-        cues = _read_tsv('parse_cues.tsv')
-        self.cue_kind = {}
-        words, punct = [], []
-        for c, kind, direction in cues:
-            (words if c[0].isalpha() else punct).append(_term_regex(c) if c[0].isalpha() else re.escape(c))
-            self.cue_kind[c.rstrip('*')] = (kind, direction, c.endswith('*'))
-        # the word-boundary lookarounds sit outside the alternation so mid-word positions fail at once (~8x faster)
-        self.cue_re = re.compile(r'(?<![a-z])(?:' + _alternation(words) + r')(?![a-z])' + (('|' + _alternation(punct)) if punct else ''))
-        self._cue_prefix = sorted([(c, v) for c, v in self.cue_kind.items() if v[2]], key=lambda x: -len(x[0]))
+        self.cue_re, self._cue_table, self._cue_rx = _cue_matcher()
+        self._cue_cache = {}
         exact, prefix = _anatomy_lexicon()
         anat = [re.escape(w) for w in exact] + [re.escape(p) + '[a-z]*' for p, _ in prefix]
         self.anat_re = re.compile(r'\b(?:' + _alternation(anat) + r')\b')
@@ -169,12 +334,16 @@ class RuleEngine:
             self.implies.setdefault(r[0], []).append((r[1], r[2], unless))
         self.frames = load_frames()
         self.frame_re = re.compile(r'\b(?:' + _alternation([_term_regex(w) for f in self.frames for w in f[1]]) + r')\b') if self.frames else None
-        self._fuzzy_cache, self._term_cache = {}, {}
+        self._fuzzy_cache, self._term_cache, self._sentence_cache = {}, {}, {}
         if fuzzy:
-            self._known = set(_WORD.findall(' '.join(t for t, _ in terms))) | set(exact) | {c for c, *_ in cues}
+            self._known = set(_WORD.findall(' '.join(t for t, _ in terms))) | set(exact) | set(_WORD.findall(' '.join(self._cue_table)))
             self._stems = {p for p, _ in self._term_prefix}
             self._fuzzy_targets = sorted({t for t, _ in terms if ' ' not in t and not t.endswith('*') and len(t) >= 6} |
                                          {t[:-1] for t, _ in terms if t.endswith('*') and ' ' not in t and len(t) >= 7})
+
+    def clear_cache(self):
+        "Forget memoised sentences (a benchmark times a first pass over a corpus with it)."
+        self._sentence_cache.clear()
 
     def term_entities(self, s:str) -> tuple[str, ...]:
         "Entities of one matched surface form (cached: the same few hundred forms recur across a corpus)."
@@ -190,11 +359,13 @@ class RuleEngine:
         return self._term_exact.get(s.replace(' ', '-'), ())
 
     def _cue(self, s:str):
-        s = re.sub(r'[\s-]+', ' ', s)
-        if s in self.cue_kind: return self.cue_kind[s]
-        for p, v in self._cue_prefix:
-            if s.startswith(p): return v
-        return None
+        "(kind, direction, source) of one matched cue string (cached)."
+        hit = self._cue_cache.get(s)
+        if hit is None:
+            k = re.sub(r'[\s-]+', ' ', s)
+            hit = self._cue_table.get(k) or next((v for rx, v in self._cue_rx if rx.fullmatch(k)), ())
+            self._cue_cache[s] = hit
+        return hit or None
 
     def fuzzy_entities(self, word:str) -> tuple[str, ...]:
         "Entities of a misspelt word (cached): same first letter and rapidfuzz ratio ≥ 85 to a vocabulary form."
@@ -217,14 +388,24 @@ def _sentence_spans(body:str) -> list[str]:
     "Sentences of a section body."
     return [x for x in _SENT.split(body) if x and x.strip()]
 
+_LONG_WORD = re.compile(r"[a-z][a-z'/]{5,}")  # the words of 6 letters or more that `_WORD` finds
+
 @patch_to(RuleEngine)
 def sentence_triplets(self, s:str) -> list[tuple[str, str, int]]:
-    "(entity, position, exist) for every mention in one normalised sentence."
+    "(entity, position, exist) for every mention in one normalised sentence (memoised: report sentences recur across a corpus)."
+    hit = self._sentence_cache.get(s)
+    if hit is None:
+        if len(self._sentence_cache) >= 200_000: self._sentence_cache.clear()  # bounded memory on a MIMIC-size corpus
+        hit = self._sentence_cache[s] = tuple(self._sentence_triplets(s))
+    return list(hit)
+
+@patch_to(RuleEngine)
+def _sentence_triplets(self, s:str) -> list[tuple[str, str, int]]:
     ments = [(m.start(), m.end(), self.term_entities(m.group())) for m in self.term_re.finditer(s)]
     if self.fuzzy:
-        for m in _WORD.finditer(s):
+        for m in _LONG_WORD.finditer(s):
             w = m.group()
-            if len(w) >= 6 and w not in self._known:
+            if w not in self._known:
                 ents = self.fuzzy_entities(w)
                 if ents and not any(a <= m.start() < b for a, b, _ in ments): ments.append((m.start(), m.end(), ents))
         ments.sort()
@@ -265,13 +446,27 @@ def sentence_triplets(self, s:str) -> list[tuple[str, str, int]]:
 @patch_to(RuleEngine)
 def _cues(self, s:str):
     "The cues of a sentence as (start, end, kind, direction), and its clause function (scope terminators split clauses)."
-    cues, terms = [], []
-    for m in self.cue_re.finditer(s):
-        v = self._cue(m.group())
+    cues, terms, cands = [], [], [(m.start(1), m.end(1)) for m in self.cue_re.finditer(s) if m.end(1) > m.start(1)]
+    if len(cands) > 1:  # overlapping cues: the longest wins ("is not" / "not seen" -> "not seen")
+        keep = []
+        for a, b in sorted(cands, key=lambda x: (x[0] - x[1], x[0])):
+            if all(b <= ka or a >= kb for ka, kb in keep): keep.append((a, b))
+        cands = sorted(keep)
+    scoped = {}  # terminators that end only the scopes of one kind (medspaCy's TERMINATE rules keep their category)
+    for a, b in cands:
+        v = self._cue(s[a:b])
         if v is None: continue
-        if v[0] == 'term': terms.append(m.start())
-        else: cues.append((m.start(), m.end(), v[0], v[1]))
-    return cues, (lambda pos: bisect.bisect_right(terms, pos))
+        k = self._kind_map.get(v[0], v[0])
+        if k is None: continue
+        if k == 'term': terms.append(a)
+        elif k.startswith('term_'): scoped.setdefault(k[5:], []).append(a)
+        else: cues.append((a, b, k, v[1]))
+    if not scoped: return cues, (lambda pos, kind=None: bisect.bisect_right(terms, pos))
+    if 'unc' in scoped: scoped['prob'] = scoped['unc']
+    def clause(pos, kind=None):
+        t = scoped.get(kind)
+        return bisect.bisect_right(terms, pos) if t is None else (bisect.bisect_right(terms, pos), bisect.bisect_right(t, pos))
+    return cues, clause
 
 @patch_to(RuleEngine)
 def span_exist(self, s:str, a:int, b:int) -> int:
@@ -304,23 +499,31 @@ def _frame_mentions(self, s:str, ments:list, hits:list, clause) -> list:
 @patch_to(RuleEngine)
 def _exist(self, s, a, b, cues, clause) -> int:
     "Exist value of the mention at s[a:b]: nearest governing cue, pre cues first."
-    c = clause(a)
-    pre, neg_at, weak = None, None, False
+    pre, neg_at, weak, conj, head = None, None, False, False, None
     for ca, cb, kind, d in cues:
-        if d != 'post' and cb <= a and clause(ca) == c and s.count(' ', cb, a) <= self.window:
-            pre = kind
+        if d != 'post' and cb <= a and clause(ca, kind) == clause(a, kind) and s.count(' ', cb, a) <= self.window:
+            pre, conj = kind, s[ca:cb] in _CONJUNCTIONS
+            if not conj: head = kind
             if kind == 'neg': neg_at = cb
             weak = weak or kind == 'unc'
-    # a hedge inside a negated list is an adjective of the negated finding: "no masses or suspicious nodules"
-    if pre in ('unc', 'prob') and neg_at is not None and not any(ch in s[neg_at:a] for ch in ',:'): pre = 'neg'
+    # an alternative conjunction inside a negated or unchanged list joins its findings ("without consolidation, effusion,
+    # or pneumothorax", "no change in A or B"); a hedge inside a negated list is an adjective of the negated finding
+    # ("no masses or suspicious nodules")
+    if conj and head in ('neg', 'pseudo'): pre = head
+    elif pre in ('unc', 'prob') and neg_at is not None and not any(ch in s[neg_at:a] for ch in ',:'): pre = 'neg'
     if pre is None:
         for ca, cb, kind, d in cues:
-            if d != 'pre' and ca >= b and clause(ca) == c and ',' not in s[b:ca]:
+            if ca < b: continue
+            if d == 'pre': break  # a later cue's backward scope does not reach over a forward cue: "opacity may represent A or B"
+            if clause(ca, kind) == clause(a, kind) and ',' not in s[b:ca]:
                 if pre is None: pre = kind
                 if pre != 'prob' or kind == 'unc': weak = weak or kind == 'unc'; break
     # a leaning hedge under a weaker one stays uncertain: "may represent atelectasis versus infiltrate"
     if pre == 'prob' and weak: pre = 'unc'
     return self.kind_exist.get(pre, 1)
+
+#: cues that join alternatives; inside a negated list they are part of the list
+_CONJUNCTIONS = frozenset({'or', 'and/or', 'versus', 'vs', 'nor'})
 
 @patch_to(RuleEngine)
 def _anatomy_runs(self, s:str) -> list[tuple[int, int, tuple[str, ...]]]:
@@ -346,7 +549,7 @@ def report_triplets(self, text) -> list[tuple[str, str, int]]:
     "(entity, position, exist) for a whole report (str), skipping indication/history/comparison sections."
     out = []
     for name, body in split_sections(normalize_text(text)):
-        if name in SKIP_SECTIONS: continue
+        if _skipped(name): continue
         for sent in _sentence_spans(body): out.extend(self.sentence_triplets(sent))
     return out
 
@@ -364,21 +567,23 @@ class ReportParser:
                  window:int=12,          # words a pre-negation/uncertainty cue reaches forward
                  fuzzy:bool=True,        # map misspelt words to vocabulary terms
                  uncertain_as:int=-1,    # exist value of hedged mentions: -1 (faithful, SPEC §3), 1 or 0 (for benchmarks that count hedges)
-                 probable_as:int=-1):    # exist value of leaning hedges only ('probable', 'most likely', an unhedged 'A versus B' or 'A and/or B'): -1 faithful, 1 = the MeSH indexers' convention
+                 probable_as:int=-1,     # exist value of leaning hedges only ('probable', 'most likely', an unhedged 'A versus B' or 'A and/or B'): -1 faithful, 1 = the MeSH indexers' convention
+                 nodular_as_nodule:bool=False,  # 'nodular opacities' etc. also a nodule (the IU MeSH indexers' convention; off by default: it lowered IU F1 as a default)
+                 bioscope_hedges:bool=False):   # BioScope's speculation convention: 'consistent/compatible with X' and 'A or B' are leaning hedges (off: 'consistent with' asserts, 'or' joins, as the MeSH indexers read them)
         if backend not in ('rules', 'spacy'): raise MedklipError(f"unknown parser backend {backend!r}; use 'rules' or 'spacy'")
         for k, v in (('uncertain_as', uncertain_as), ('probable_as', probable_as)):
             if v not in (-1, 0, 1): raise MedklipError(f"{k} must be -1, 0 or 1, got {v!r}")
         self.uncertain_as = uncertain_as
         if (model, linker, nlp) != (None, None, None) and backend != 'spacy': raise MedklipError("a spaCy model, linker or pipeline needs backend='spacy'")
         self.backend, self.model = backend, model
-        self.engine = RuleEngine(window=window, fuzzy=fuzzy, probable_as=probable_as)
+        self.engine = RuleEngine(window=window, fuzzy=fuzzy, probable_as=probable_as, nodular_as_nodule=nodular_as_nodule, bioscope_hedges=bioscope_hedges)
         self.nlp = (nlp or _spacy_pipeline(model, linker)) if backend == 'spacy' else None
 
     def _sections(self, report) -> list[str]:
         if isinstance(report, dict):
-            return [b for k, v in report.items() if str(k).lower() not in SKIP_SECTIONS
-                    for n, b in split_sections(normalize_text(v)) if n not in SKIP_SECTIONS]
-        return [b for n, b in split_sections(normalize_text(report)) if n not in SKIP_SECTIONS]
+            return [b for k, v in report.items() if not _skipped(str(k).lower())
+                    for n, b in split_sections(normalize_text(v)) if not _skipped(n)]
+        return [b for n, b in split_sections(normalize_text(report)) if not _skipped(n)]
 
     def parse(self, report) -> list[dict]:
         "Triplets {entity, position, exist} of one report (str or dict of section → text)."
@@ -471,7 +676,7 @@ def iter_reports(src,                                             # CSV file or 
         for i, f in enumerate(files):
             t = f.read_text(encoding='utf-8', errors='replace'); keep = {}
             for n, b in (split_sections(normalize_text(t)) if sections else []):
-                if n in sections: keep[n] = '\n'.join(x for x in (keep.get(n), b) if x)
+                if n in sections or section_category(n) in sections: keep[n] = '\n'.join(x for x in (keep.get(n), b) if x)
             yield i, f.stem[1:], keep or {'report': t}
         return
     if not src.exists(): raise InputError("report file not found", path=src)
@@ -574,10 +779,14 @@ def parse_reports_cli(argv:list[str]|None=None) -> int:
     ap.add_argument('--probable-as', type=int, choices=[-1, 0, 1], default=-1,
                     help="exist value for leaning hedges only: 'probable', 'most likely', an unhedged 'A versus B' / 'A and/or B' "
                          "(default -1; 1 follows the IU X-ray MeSH indexers, who code such mentions as present)")
+    ap.add_argument('--nodular-as-nodule', action='store_true',
+                    help="'nodular opacities/densities/infiltrates' also mention a nodule (the IU X-ray MeSH indexers' convention; off by default)")
+    ap.add_argument('--bioscope-hedges', action='store_true',
+                    help="BioScope's speculation convention: 'consistent/compatible with X' and 'A or B' are leaning hedges (--probable-as value; off by default)")
     ap.add_argument('--quiet', action='store_true', help='no progress bar')
     a = ap.parse_args(argv)
     workers = a.workers or os.cpu_count() or 1
-    kw = dict(backend=a.backend, model=a.model, linker=a.linker, window=a.window, fuzzy=not a.no_fuzzy, uncertain_as=a.uncertain_as, probable_as=a.probable_as)
+    kw = dict(backend=a.backend, model=a.model, linker=a.linker, window=a.window, fuzzy=not a.no_fuzzy, uncertain_as=a.uncertain_as, probable_as=a.probable_as, nodular_as_nodule=a.nodular_as_nodule, bioscope_hedges=a.bioscope_hedges)
     if a.backend in ('rules', 'spacy'):
         ReportParser(**kw)  # fail early on bad options
         records = parse_corpus(iter_reports(a.reports, a.id_col, tuple(a.text_cols), None if a.sections == ['all'] else tuple(s.lower() for s in a.sections)), workers=workers, progress=not a.quiet, **kw)
@@ -597,7 +806,7 @@ def parse_reports_cli(argv:list[str]|None=None) -> int:
     # no timings in the stats file: a DVC output must be the same bytes on every run (the speed goes to stderr)
     stats = dict(n_studies=n_ok, n_errors=len(errors), n_triplets=n_trip, n_empty=n_empty,
                  workers=workers, backend=a.backend, uncertain_as=a.uncertain_as,
-                 probable_as=a.probable_as, entities={e: {k: counts[k][e] for k in ('1', '0', '-1')} for e in ENTITIES}, errors=errors)
+                 probable_as=a.probable_as, nodular_as_nodule=a.nodular_as_nodule, bioscope_hedges=a.bioscope_hedges, entities={e: {k: counts[k][e] for k in ('1', '0', '-1')} for e in ENTITIES}, errors=errors)
     if a.stats: save_json(stats, a.stats)
     print(f"parse-reports: {n_ok} studies, {n_trip} triplets, {len(errors)} errors in {secs:.2f} s ({n_ok / secs if secs else 0:.0f} reports/s) -> {a.out}", file=sys.stderr)
     return 0

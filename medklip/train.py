@@ -132,11 +132,11 @@ def read_triplets(path) -> dict[str, np.ndarray]:
             if not line.strip(): continue
             try: d = json.loads(line); sid = str(d['study_id']); trip = d['triplets']
             except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise InputError(f"not a triplets line ({e}); expected {{'study_id', 'triplets'}}", path=path, row=i) from e
+                raise InputError(f"not a triplets line ({e}); expected {{'study_id', 'triplets'}}", path=path, line=i) from e
             try: out[sid] = np.asarray(label_matrix(trip), dtype=np.int8)
             except (KeyError, TypeError, ValueError) as e:
                 raise InputError(f"study {sid}: bad triplet ({type(e).__name__}: {e}); regenerate the triplets with `medklip parse-reports`",
-                                 path=path, row=i) from e
+                                 path=path, line=i) from e
     return out
 
 # %% ../nbs/20_train.ipynb #de15c132

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 import medklip.train as T
-from medklip.core import MedklipError
+from medklip.core import InputError, MedklipError
 from medklip.model import MedKLIP, MedKLIPConfig
 from medklip.vocab import ENTITIES, ENTITY_INDEX, POSITIONS, vocab_hash
 
@@ -106,10 +106,20 @@ def test_bad_inputs_are_clear(corpus, tmp_path):
     with pytest.raises(MedklipError, match='fewer than one batch'):
         _run(corpus, tmp_path, settings=dict(batch_size=1000))
     bad = tmp_path/'t.jsonl'; bad.write_text('{"study_id": "s1"}\n')
-    with pytest.raises(MedklipError, match='row 1'):
+    with pytest.raises(MedklipError, match='line 1'):
         T.read_triplets(bad)
     with pytest.raises(MedklipError, match='checkpoint not found'):
         T.load_checkpoint(tmp_path/'nothing.ckpt')
+
+
+def test_triplet_errors_name_the_file_line(tmp_path):
+    "A bad triplets line is named by its 1-based line in the file (blank lines counted), not a 0-based row."
+    good = '{"study_id": "s1", "triplets": []}'
+    bad = tmp_path/'t.jsonl'; bad.write_text(f'{good}\n\n{{"study_id": "s3"}}\n')
+    with pytest.raises(InputError) as e: T.read_triplets(bad)
+    assert e.value.line == 3 and str(e.value).startswith(f"{bad} line 3: not a triplets line") and 'row' not in str(e.value)
+    bad.write_text(f'{good}\n{{"study_id": "s2", "triplets": [{{"entity": "no_such_entity", "exist": 1}}]}}\n')
+    with pytest.raises(InputError, match=r'line 2: study s2: bad triplet'): T.read_triplets(bad)
 
 
 def test_resume_with_other_settings_starts_a_fresh_run(corpus, tmp_path):

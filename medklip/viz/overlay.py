@@ -98,7 +98,7 @@ def overlay_heatmap(image:np.ndarray, # grey HxW float in [0, 1] (or uint8 grey/
     if boxes: out = draw_boxes(out, boxes, gt_color, width=max(1, round(min(h, w) / 200)))
     return out
 
-# %% ../../nbs/40_viz.overlay.ipynb #08eb9e2a
+# %% ../../nbs/40_viz.overlay.ipynb #09c5df02
 HEATMAP_SCALES = {
     'shared': "one colour scale for every panel: 0 (cold) to the largest attention weight shown (hot)",
     'score': "attention × existence score on one colour scale: 0 to the largest product shown; absent findings stay cold",

@@ -135,7 +135,7 @@ def load_image(src) -> np.ndarray: # path, or an HxW float array
     from medklip.data.io import read_image
     return read_image(src)[0]
 
-# %% ../../nbs/41_viz.inspector.ipynb #9d27f089
+# %% ../../nbs/41_viz.inspector.ipynb #7752e7e4
 NO_FINDING = '(no finding)'   # finding filter value: images without any positive label
 
 def _short_name(p:Path, base:Path|None) -> str:
@@ -176,7 +176,7 @@ def filter_catalog(cat, # from `image_catalog`
     elif finding: keep &= np.array([f is not None and finding in f for f in cat['findings']], bool)
     return cat[keep]
 
-# %% ../../nbs/41_viz.inspector.ipynb #fb3c7ab6
+# %% ../../nbs/41_viz.inspector.ipynb #aeeb2349
 DEFAULT_THRESHOLD = 0.5
 
 def validation_thresholds(source=None, # {query: threshold}, or the path of a `medklip zeroshot` metrics JSON

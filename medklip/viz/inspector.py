@@ -252,7 +252,7 @@ class Inspector(W.VBox):
         # display
         self.scale = W.ToggleButtons(options=[('shared scale', 'shared'), ('× existence', 'score'), ('per panel', 'panel')],
                                      value=scale, description='colours', tooltips=[HEATMAP_SCALES[k] for k in ('shared', 'score', 'panel')],
-                                     style=dict(description_width='60px', button_width='100px'))
+                                     style=dict(description_width='60px', button_width='110px'), layout=W.Layout(width='440px'))
         self.threshold = W.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description='hide below',
                                        tooltip='hide the part of each map below this fraction of the colour scale', **_SLIDER)
         self.opacity = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description='opacity', **_SLIDER)
@@ -382,8 +382,8 @@ class Inspector(W.VBox):
         maps, ranges = scale_maps([resize_map(self._cache[(self._image_key, q)][1], base.shape) for q in shown], scores, self.scale.value)
         self.rendered = dict(zip(shown, maps))
         if shown and self.scale.value != 'panel':
-            self.colorbar.value = (f"colour scale shared by all panels ({_esc(HEATMAP_SCALES[self.scale.value])}): "
-                                   + colorbar_html(*ranges[0], width=200, label='attention' + (' × existence' if self.scale.value == 'score' else '')))
+            self.colorbar.value = (colorbar_html(*ranges[0], width=200, label='attention' + (' × existence' if self.scale.value == 'score' else ''))
+                                   + f" <small>shared by all panels: {_esc(HEATMAP_SCALES[self.scale.value])}</small>")
         else: self.colorbar.value = f"<span style='color:#a60'>{_esc(HEATMAP_SCALES['panel'])}</span>" if shown else ''
         children = []
         for q, score, m, (lo, hi) in zip(shown, scores, maps, ranges):

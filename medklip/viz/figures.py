@@ -193,7 +193,7 @@ def label_stats(triplets) -> pd.DataFrame: # a `medklip parse-reports` JSONL fil
         for i, line in enumerate(f, 1):
             if not line.strip(): continue
             try: rec = json.loads(line)
-            except json.JSONDecodeError as e: raise InputError(f"not valid JSON ({e})", path=p, row=i) from None
+            except json.JSONDecodeError as e: raise InputError(f"not valid JSON ({e})", path=p, line=i) from None
             n += 1
             seen = {}
             for t in rec.get('triplets', []):

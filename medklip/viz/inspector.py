@@ -16,7 +16,7 @@ from .overlay import HEATMAP_SCALES, colorbar_html, overlay_heatmap, resize_map,
 # %% auto #0
 __all__ = ['Predictor', 'IMAGE_SUFFIXES', 'NO_FINDING', 'DEFAULT_THRESHOLD', 'HINT', 'model_predictor', 'hashed_embedding',
            'demo_predictor', 'predictor_from_checkpoint', 'list_images', 'synthetic_xray', 'load_image',
-           'image_catalog', 'filter_catalog', 'validation_thresholds', 'Inspector', 'inspector']
+           'image_catalog', 'filter_catalog', 'validation_thresholds', 'Inspector', 'inspector', 'snapshot']
 
 # %% ../../nbs/41_viz.inspector.ipynb #ace67920
 Predictor = Callable[[np.ndarray, Sequence[str]], list]  # (image HxW float, queries) -> [(score, heatmap HxW)]
@@ -428,3 +428,25 @@ def inspector(predict:Predictor|None=None, # (image, queries) -> [(score, heatma
         from medklip.vocab import ENTITIES
         entities = list(ENTITIES)
     return Inspector(predict, image_catalog(images), entities, selected, display_size, note, t, why, scale)
+
+# %% ../../nbs/41_viz.inspector.ipynb #6e3485ee
+def snapshot(w:Inspector, # an inspector that has rendered
+             cols:int=4): # panels per row
+    "A static matplotlib figure of the inspector's current panels: overlay, existence score vs threshold, peak."
+    import io
+    import matplotlib.pyplot as plt
+    from PIL import Image
+    shown = [q for q in w.queries if q in w.rendered]
+    n = max(1, len(shown)); cols = min(cols, n); rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.7 * cols, 3.1 * rows), squeeze=False)
+    for ax in axes.flat: ax.axis('off')
+    if not shown: axes[0, 0].text(.5, .5, HINT, ha='center', va='center', wrap=True, fontsize=8, transform=axes[0, 0].transAxes)
+    for ax, q in zip(axes.flat, shown):
+        score, t = w._cache[(w._image_key, q)][0], w.existence_threshold(q)
+        below = score < t
+        ax.imshow(np.asarray(Image.open(io.BytesIO(w._panels[q][0].value))))
+        ax.set_title(f"{q}\nexistence {score:.3f} {'<' if below else '≥'} threshold {t:.3f}" + (": absent (dimmed)" if below else "")
+                     + f"\npeak {float(w.rendered[q].max()) * 100:.0f} % of the scale", fontsize=7, color='#777' if below else 'k')
+    fig.suptitle(f"colours: {HEATMAP_SCALES[w.scale.value]}", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -16,9 +16,9 @@ from ..core import MedklipError, InputError, atomic_write, resource_path, parse_
 __all__ = ['SATURATED', 'SYNTHETIC_DATASETS', 'TABLE_METRICS', 'FINETUNE_COLUMNS', 'load_paper_results', 'fmt_stat',
            'read_metrics', 'saturation_note', 'zeroshot_table', 'paper_zeroshot_comparison', 'grounding_table',
            'paper_grounding_comparison', 'curves', 'plot_curves', 'read_dvclive', 'plot_training', 'label_stats',
-           'unseen_table', 'finetune_headline', 'read_finetune', 'finetune_table', 'paper_finetune_table',
-           'plot_finetune', 'gallery_examples', 'plot_gallery', 'save_figure', 'save_table', 'notebook_parameters',
-           'run_figures', 'figures_parser', 'figures_cli']
+           'plot_label_stats', 'unseen_table', 'finetune_headline', 'read_finetune', 'finetune_table',
+           'paper_finetune_table', 'plot_finetune', 'gallery_examples', 'plot_gallery', 'save_figure', 'save_table',
+           'notebook_parameters', 'run_figures', 'figures_parser', 'figures_cli']
 
 # %% ../../nbs/42_viz.figures.ipynb #81e2ded0
 def load_paper_results() -> dict:
@@ -203,6 +203,20 @@ def label_stats(triplets) -> pd.DataFrame: # a `medklip parse-reports` JSONL fil
     ents = sorted(set(pres) | set(absn), key=lambda e: (-pres[e], e))
     return pd.DataFrame([dict(entity=e, present=pres[e], absent=absn[e], present_frac=pres[e] / n if n else 0.0,
                               top_positions=', '.join(k for k, _ in pos[e].most_common(3))) for e in ents])
+
+# %% ../../nbs/42_viz.figures.ipynb #d06bdf8d
+def plot_label_stats(ls:pd.DataFrame, # from `label_stats`
+                     top:int=30): # entities shown, the most often present first
+    "Stacked horizontal bars per entity: studies where the parsed reports say present, and absent (negated)."
+    import matplotlib.pyplot as plt
+    t = ls.head(top)
+    fig, ax = plt.subplots(figsize=(8, 0.28 * max(1, len(t)) + 1.2))
+    ax.barh(t['entity'][::-1], t['present'][::-1], label='present', color='C3')
+    ax.barh(t['entity'][::-1], t['absent'][::-1], left=t['present'][::-1], label='absent (negated)', color='C0', alpha=.6)
+    ax.set(xlabel='studies mentioning the entity', title=f"parsed reports: {len(ls)} entities, top {len(t)} by 'present'")
+    ax.tick_params(axis='y', labelsize=8); ax.grid(axis='x', alpha=.3); ax.legend(loc='lower right')
+    fig.tight_layout()
+    return fig
 
 # %% ../../nbs/42_viz.figures.ipynb #1925690e
 def unseen_table(report:dict, # a `medklip zeroshot` metrics JSON

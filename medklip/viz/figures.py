@@ -295,6 +295,8 @@ def paper_finetune_table(paper:dict|None=None) -> pd.DataFrame:
                          for t, p in pub.items() for f, v in (p.get('fractions') or {}).items()],
                         columns=['source', 'task', 'labels', 'metric', 'value', 'setting', 'note'])
 
+_METRIC_LABELS = {'macro_auroc': 'macro AUROC', 'auroc': 'AUROC', 'dice': 'mean Dice'}
+
 def plot_finetune(runs:pd.DataFrame, # from `read_finetune`
                   paper:dict|None=None):
     "Top row, one panel per task: our headline metric against the label fraction with 95 % intervals. Bottom row: the paper's, on separate axes."
@@ -313,7 +315,7 @@ def plot_finetune(runs:pd.DataFrame, # from `read_finetune`
             g = g.sort_values('fraction'); x = g['fraction'] * 100
             err = None if g['ci_lo'].isna().any() else np.vstack([g['value'] - g['ci_lo'], g['ci_hi'] - g['value']])
             ax.errorbar(x * (1 + 0.04 * (j - 0.5)), g['value'], yerr=err, marker='o', capsize=3, label=f'ours, {i}')
-        ylabel = {'macro_auroc': 'macro AUROC', 'dice': 'mean Dice'}.get(d['metric'].iloc[0], d['metric'].iloc[0])
+        ylabel = _METRIC_LABELS.get(d['metric'].iloc[0], d['metric'].iloc[0])
         ds = ', '.join(sorted(set(d['dataset'].dropna().astype(str)))) or '?'
         frac_axis(ax); ax.set(ylabel=ylabel, title=f"{t}: ours ({ds}{', synthetic' if ds in SYNTHETIC_DATASETS else ''})")
         ax.title.set_fontsize(9); ax.legend(fontsize=7, loc='lower right')
@@ -321,7 +323,7 @@ def plot_finetune(runs:pd.DataFrame, # from `read_finetune`
         if p.get('fractions'):
             fr = sorted((float(f), v) for f, v in p['fractions'].items())
             bx.plot([f * 100 for f, _ in fr], [v for _, v in fr], 'k*:', ms=10, label=p.get('label', 'paper'))
-            frac_axis(bx); bx.set(ylabel=ylabel, title=_paper_label(p)); bx.legend(fontsize=7, loc='lower right')
+            frac_axis(bx); bx.set(ylabel=_METRIC_LABELS.get(p.get('metric'), p.get('metric', '?')), title=_paper_label(p))   # the paper's own metric; bx.legend(fontsize=7, loc='lower right')
             bx.title.set_fontsize(9); bx.title.set_color('#8a2a00')
         else: bx.axis('off'); bx.text(.5, .5, f"no published number for {t}", ha='center', va='center', transform=bx.transAxes, fontsize=8)
     fig.suptitle("Fine-tuning. Top: ours. Bottom: the paper's, on real data; different data, not comparable", fontsize=10)

@@ -1,5 +1,5 @@
-"Real-browser test: JupyterLab + headless Chromium run the inspector notebook and react to a widget change."
-import json, os, shutil, signal, socket, subprocess, sys, time, urllib.request, uuid
+"Real-browser test: JupyterLab + headless Chromium run the inspector notebook on a tiny demo corpus and react to widget changes."
+import json, os, re, shutil, signal, socket, subprocess, sys, time, urllib.request, uuid
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def lab(tmp_path):
-    "A JupyterLab server on 127.0.0.1 serving a copy of nbs/inspector.ipynb; stopped (process group) at teardown."
+    "A JupyterLab server on 127.0.0.1 serving a copy of nbs/inspector.ipynb beside a tiny demo corpus; stopped (process group) at teardown."
     if _chromium() is None: pytest.skip("no chromium: run tools/ci_browser_setup.sh (apt-get install chromium) or set MEDKLIP_CHROMIUM")
     pytest.importorskip('playwright.sync_api', reason="python package playwright missing: pip install -c constraints.txt playwright")
     if not (BIN/'jupyter-lab').exists(): pytest.skip(f"jupyter-lab not installed in {BIN}")
@@ -36,6 +36,8 @@ def lab(tmp_path):
     nb = json.loads((REPO/'nbs'/'inspector.ipynb').read_text())
     nb['metadata']['kernelspec'] = dict(name='python3', display_name='Python 3', language='python')
     (root/'inspector.ipynb').write_text(json.dumps(nb))
+    from medklip.data.demo import DemoParams, generate_demo   # the notebook reads ../data/demo: the picker gets splits and findings
+    generate_demo(tmp_path/'data'/'demo', DemoParams(seed=0, n_patients=10, studies_per_patient=(1, 2), size=(128, 160), unseen_rate=0.0))
     # user settings: start the notebook's kernel without a dialog, no news/update requests, no toasts
     for plugin, conf in {'notebook-extension/tracker': dict(autoStartDefaultKernel=True),
                          'apputils-extension/notification': dict(fetchNews='false', checkForUpdates=False, doNotDisturbMode=True)}.items():
@@ -76,6 +78,9 @@ def lab(tmp_path):
 _IMG_DATA = """() => Array.from(document.querySelectorAll('img.widget-image')).map(im => {
   const c = document.createElement('canvas'); c.width = im.naturalWidth; c.height = im.naturalHeight;
   c.getContext('2d').drawImage(im, 0, 0); return c.toDataURL(); })"""
+
+
+def _text(locator) -> str: return locator.inner_text().replace('\xa0', ' ')   # ipywidgets writes option spaces as NBSP
 
 
 def test_inspector_in_jupyterlab(lab):
@@ -123,6 +128,39 @@ def test_inspector_in_jupyterlab(lab):
             shutil.copy(shot, SCREENSHOT_COPY)
             text = page.locator('.jp-Notebook').inner_text()
             assert 'existence score' in text and 'Error' not in text.split('existence score')[0][-200:]
+
+            # sliders are usable: a few hundred pixels, not ~30
+            assert handle.locator('xpath=ancestor::div[contains(@class, "widget-slider")][1]').bounding_box()['width'] >= 250
+
+            # shared colour scale (default): only the hottest panel reaches the top, scores and peaks differ
+            peaks = [int(re.search(r'peak (\d+) %', t).group(1)) for t in page.locator('.medklip-peak').all_inner_texts()]
+            scores = [float(x) for x in re.findall(r'existence score ([0-9.]+)', text)]
+            assert len(peaks) == 3 and max(peaks) == 100 and len(set(peaks)) > 1, peaks
+            assert len(set(scores[:2])) == 2, scores
+            assert page.locator('.medklip-colorbar').first.is_visible()
+            # panels scored below their threshold (0.5: the random model has no report) are dimmed, the others not
+            assert page.locator('.medklip-below').count() == sum(s < 0.5 for s in scores[:3])
+            # per-panel stretching is an explicit toggle: every panel then peaks at 100 %, pictures re-rendered
+            shared = page.evaluate(_IMG_DATA)
+            page.get_by_role('button', name='per panel').click()
+            page.wait_for_function("() => Array.from(document.querySelectorAll('.medklip-peak')).every(e => e.textContent.includes('peak 100 %'))", timeout=15_000)
+            assert page.get_by_text('NOT comparable', exact=False).first.is_visible()
+            page.wait_for_function(f"(prev) => {{ const now = ({_IMG_DATA})(); return now.length === 3 && now.some((d, i) => d !== prev[i]); }}",
+                                   arg=shared, timeout=15_000)
+
+            # the picker: short labels, and the split filter reduces the options
+            image_opts = page.locator('.widget-dropdown', has=page.locator('label', has_text=re.compile(r'^image$'))).locator('select option')
+            n_all = image_opts.count()
+            assert n_all > 3 and _text(image_opts.nth(1)).startswith('study ')
+            page.locator('.widget-dropdown', has=page.locator('label', has_text=re.compile(r'^split$'))).locator('select').select_option(label='test')
+            page.wait_for_function(f"() => Array.from(document.querySelectorAll('.widget-dropdown')).some(d => d.querySelector('label')?.textContent === 'image' && d.querySelectorAll('option').length < {n_all})", timeout=15_000)
+            assert 1 < image_opts.count() < n_all and all(' · test · ' in _text(image_opts.nth(i)) for i in range(1, image_opts.count()))
+
+            # nothing selected: the hint appears
+            page.get_by_role('button', name='clear selection').click()
+            box.fill(''); box.press('Enter')
+            page.get_by_text('choose an entity', exact=False).first.wait_for(timeout=15_000)
+            assert page.get_by_text('choose an entity', exact=False).first.is_visible() and page.locator('img.widget-image').count() == 0
         except Exception:
             fail = lab['tmp']/'inspector_failure.png'
             page.screenshot(path=str(fail), full_page=True)

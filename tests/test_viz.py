@@ -116,3 +116,19 @@ def test_figure_notebooks_are_skipped_by_nbdev_and_have_parameters():
         cells = json.loads(nb.read_text())['cells']
         assert cells[0]['cell_type'] == 'raw' and 'skip_exec: true' in ''.join(cells[0]['source']), nb
         assert 'out_dir' in figures.notebook_parameters(nb), nb
+
+
+def test_inspector_shared_scale_and_threshold_dimming():
+    "Same attention for two queries with different scores: under 'score' their rendered maxima differ; 'panel' stretches both."
+    from medklip.viz.overlay import resize_map
+    hm = np.zeros((8, 8), np.float32); hm[3:5, 3:5] = 0.04
+    scores = {'effusion': 0.95, 'pneumothorax': 0.01}
+    stub = lambda image, qs: [(scores.get(q, .5), resize_map(hm, image.shape)) for q in qs]
+    w = inspector(predict=stub, selected=('effusion', 'pneumothorax'), scale='score', thresholds={'effusion': .6})
+    peak = {q: float(m.max()) for q, m in w.rendered.items()}
+    assert peak['effusion'] == pytest.approx(1.0) and peak['pneumothorax'] == pytest.approx(0.01 / 0.95, rel=1e-3)
+    assert 'medklip-below' in w._panels['pneumothorax'][2]._dom_classes and 'absent' in w._panels['pneumothorax'][1].value
+    w.scale.value = 'panel'
+    assert all(float(m.max()) == pytest.approx(1.0) for m in w.rendered.values())
+    w.clear()
+    assert 'choose an entity' in w.hint.value and not w.panels.children

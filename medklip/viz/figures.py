@@ -13,11 +13,12 @@ import pandas as pd
 from ..core import MedklipError, InputError, atomic_write, resource_path, parse_overrides
 
 # %% auto #0
-__all__ = ['TABLE_METRICS', 'FINETUNE_COLUMNS', 'load_paper_results', 'fmt_stat', 'read_metrics', 'zeroshot_table',
-           'paper_zeroshot_comparison', 'grounding_table', 'paper_grounding_comparison', 'curves', 'plot_curves',
-           'read_dvclive', 'plot_training', 'label_stats', 'unseen_table', 'finetune_headline', 'read_finetune',
-           'paper_finetune_comparison', 'plot_finetune', 'gallery_examples', 'plot_gallery', 'save_figure',
-           'save_table', 'notebook_parameters', 'run_figures', 'figures_parser', 'figures_cli']
+__all__ = ['SATURATED', 'SYNTHETIC_DATASETS', 'TABLE_METRICS', 'FINETUNE_COLUMNS', 'load_paper_results', 'fmt_stat',
+           'read_metrics', 'saturation_note', 'zeroshot_table', 'paper_zeroshot_comparison', 'grounding_table',
+           'paper_grounding_comparison', 'curves', 'plot_curves', 'read_dvclive', 'plot_training', 'label_stats',
+           'plot_label_stats', 'unseen_table', 'finetune_headline', 'read_finetune', 'finetune_table',
+           'paper_finetune_table', 'plot_finetune', 'gallery_examples', 'plot_gallery', 'save_figure', 'save_table',
+           'notebook_parameters', 'run_figures', 'figures_parser', 'figures_cli']
 
 # %% ../../nbs/42_viz.figures.ipynb #81e2ded0
 def load_paper_results() -> dict:
@@ -47,6 +48,19 @@ def read_metrics(metrics_dir) -> tuple[dict, dict]:
         elif 'overall' in r and 'thresholds' in r: gr[p.stem] = r
     return zs, gr
 
+# %% ../../nbs/42_viz.figures.ipynb #f9999975
+SATURATED = 0.999                 # a 95 % interval whose lower bound is at least this sits at the ceiling
+SYNTHETIC_DATASETS = ('demo',)    # loader names of generated data
+
+def saturation_note(stat, # a `{value, ci}` statistic (AUROC, Dice…)
+                    dataset:str|None=None, # loader name the statistic was measured on
+                    what:str='this finding') -> str:
+    "A note for a statistic whose 95 % interval lies at the ceiling (lower bound >= `SATURATED`); '' otherwise."
+    ci = stat.get('ci') if isinstance(stat, dict) else None
+    if not ci or ci[0] is None or not np.isfinite(ci[0]) or ci[0] < SATURATED: return ''
+    if str(dataset) in SYNTHETIC_DATASETS: return f"saturated: the synthetic demo task is easy for {what}; this number cannot tell methods apart"
+    return f"saturated: 95 % interval at the ceiling for {what}; this number cannot tell methods apart"
+
 # %% ../../nbs/42_viz.figures.ipynb #c1f63e5d
 TABLE_METRICS = ('auroc', 'f1', 'accuracy', 'mcc', 'sensitivity', 'specificity')
 
@@ -60,15 +74,17 @@ def zeroshot_table(report:dict, # a `medklip zeroshot` metrics JSON
                    prompt:str|None=None, # 'name' or 'description' (default: description when present)
                    threshold:str='val', # 'val' (ours) or 'oracle' (upstream: chosen on the test set)
                    numeric:bool=False) -> pd.DataFrame: # numbers instead of 'value [lo, hi]' strings
-    "Per-class and macro zero-shot metrics as a table in the paper's form."
+    "Per-class and macro zero-shot metrics as a table in the paper's form, with a note on saturated AUROCs."
     r = report['prompts'][_prompt(report, prompt)]
     def row(c):
         at = c.get(f'at_{threshold}_threshold') or {}
         vals = {'auroc': c.get('auroc'), **{m: at.get(m) for m in TABLE_METRICS[1:]}}
         return {m: ((v or {}).get('value') if isinstance(v, dict) or v is None else v) if numeric else fmt_stat(v)
                 for m, v in vals.items()}
-    rows = {name: dict(n=c.get('n'), n_pos=c.get('n_pos'), **row(c)) for name, c in r['classes'].items()}
-    rows['macro'] = dict(n=r.get('n_images'), n_pos=None, **row(r['macro']))
+    ds = report.get('dataset')
+    rows = {name: dict(n=c.get('n'), n_pos=c.get('n_pos'), **row(c), note=saturation_note(c.get('auroc'), ds, name))
+            for name, c in r['classes'].items()}
+    rows['macro'] = dict(n=r.get('n_images'), n_pos=None, **row(r['macro']), note=saturation_note(r['macro'].get('auroc'), ds, 'every finding'))
     return pd.DataFrame.from_dict(rows, orient='index')
 
 # %% ../../nbs/42_viz.figures.ipynb #ade59fb9
@@ -177,7 +193,7 @@ def label_stats(triplets) -> pd.DataFrame: # a `medklip parse-reports` JSONL fil
         for i, line in enumerate(f, 1):
             if not line.strip(): continue
             try: rec = json.loads(line)
-            except json.JSONDecodeError as e: raise InputError(f"not valid JSON ({e})", path=p, row=i) from None
+            except json.JSONDecodeError as e: raise InputError(f"not valid JSON ({e})", path=p, line=i) from None
             n += 1
             seen = {}
             for t in rec.get('triplets', []):
@@ -187,6 +203,20 @@ def label_stats(triplets) -> pd.DataFrame: # a `medklip parse-reports` JSONL fil
     ents = sorted(set(pres) | set(absn), key=lambda e: (-pres[e], e))
     return pd.DataFrame([dict(entity=e, present=pres[e], absent=absn[e], present_frac=pres[e] / n if n else 0.0,
                               top_positions=', '.join(k for k, _ in pos[e].most_common(3))) for e in ents])
+
+# %% ../../nbs/42_viz.figures.ipynb #d06bdf8d
+def plot_label_stats(ls:pd.DataFrame, # from `label_stats`
+                     top:int=30): # entities shown, the most often present first
+    "Stacked horizontal bars per entity: studies where the parsed reports say present, and absent (negated)."
+    import matplotlib.pyplot as plt
+    t = ls.head(top)
+    fig, ax = plt.subplots(figsize=(8, 0.28 * max(1, len(t)) + 1.2))
+    ax.barh(t['entity'][::-1], t['present'][::-1], label='present', color='C3')
+    ax.barh(t['entity'][::-1], t['absent'][::-1], left=t['present'][::-1], label='absent (negated)', color='C0', alpha=.6)
+    ax.set(xlabel='studies mentioning the entity', title=f"parsed reports: {len(ls)} entities, top {len(t)} by 'present'")
+    ax.tick_params(axis='y', labelsize=8); ax.grid(axis='x', alpha=.3); ax.legend(loc='lower right')
+    fig.tight_layout()
+    return fig
 
 # %% ../../nbs/42_viz.figures.ipynb #1925690e
 def unseen_table(report:dict, # a `medklip zeroshot` metrics JSON
@@ -233,46 +263,70 @@ def read_finetune(pattern:str|None, # glob of `medklip finetune` metrics.json fi
     return df.sort_values(['task', 'init', 'fraction'], kind='stable').reset_index(drop=True) if len(df) else df
 
 # %% ../../nbs/42_viz.figures.ipynb #2c916a02
-def paper_finetune_comparison(runs:pd.DataFrame, # from `read_finetune`
-                              paper:dict|None=None) -> pd.DataFrame:
-    "Fine-tuning results per task × label fraction: the paper's number, ours per initialisation ('not run' when missing)."
-    paper = paper or load_paper_results()
-    pub = paper.get('finetune') or {}
+def _paper_label(p:dict) -> str: return f"paper ({p.get('dataset') or p.get('label', '?')}, real data), not comparable"
+
+def finetune_table(runs:pd.DataFrame, # from `read_finetune`
+                   paper:dict|None=None) -> pd.DataFrame: # gives the task × fraction rows the paper reports, so missing runs show
+    "Our fine-tuning results per task × label fraction, one column per initialisation ('not run' when missing), with a saturation note."
+    pub = (paper or load_paper_results()).get('finetune') or {}
     keys = {(t, float(f)) for t, v in pub.items() for f in (v.get('fractions') or {})}
     keys |= {(t, float(f)) for t, f in zip(runs['task'], runs['fraction'])}
     inits = ['pretrained', 'scratch'] + sorted(set(runs['init'].dropna()) - {'pretrained', 'scratch'})
     rows = []
     for t, f in sorted(keys, key=lambda k: (list(pub).index(k[0]) if k[0] in pub else len(pub), k[0], k[1])):
-        p = pub.get(t, {})
-        row = dict(task=t, labels=f"{f * 100:g} %", metric='dice' if t == 'segment' else 'macro_auroc', paper_metric=p.get('metric', '—'),
-                   paper=(p.get('fractions') or {}).get(f, (p.get('fractions') or {}).get(str(f))), paper_task=p.get('label', '—'))
+        row, notes = dict(task=t, labels=f"{f * 100:g} %", metric='dice' if t == 'segment' else 'macro_auroc'), []
+        d = runs[(runs['task'] == t) & (runs['fraction'] == f)]
+        row['dataset'] = ', '.join(sorted(set(d['dataset'].dropna().astype(str)))) or '—'
         for i in inits:
-            r = runs[(runs['task'] == t) & (runs['fraction'] == f) & (runs['init'] == i)]
-            row[f'ours_{i}'] = fmt_stat(dict(value=r['value'].iloc[-1], ci=None if pd.isna(r['ci_lo'].iloc[-1]) else [r['ci_lo'].iloc[-1], r['ci_hi'].iloc[-1]])) if len(r) else 'not run'
+            r = d[d['init'] == i]
+            if not len(r): row[f'ours_{i}'] = 'not run'; continue
+            s = dict(value=r['value'].iloc[-1], ci=None if pd.isna(r['ci_lo'].iloc[-1]) else [r['ci_lo'].iloc[-1], r['ci_hi'].iloc[-1]])
+            row[f'ours_{i}'] = fmt_stat(s)
+            if (n := saturation_note(s, r['dataset'].iloc[-1], f"{t} ({i})")): notes.append(n)
+        row['note'] = '; '.join(notes)
         rows.append(row)
     return pd.DataFrame(rows)
 
+def paper_finetune_table(paper:dict|None=None) -> pd.DataFrame:
+    "The paper's fine-tuning numbers, each row labelled with its real dataset: not comparable with the demo's."
+    pub = (paper or load_paper_results()).get('finetune') or {}
+    return pd.DataFrame([dict(source=_paper_label(p), task=t, labels=f"{float(f) * 100:g} %", metric=p.get('metric', '—'), value=v,
+                              setting=p.get('label', '—'), note=p.get('note', ''))
+                         for t, p in pub.items() for f, v in (p.get('fractions') or {}).items()],
+                        columns=['source', 'task', 'labels', 'metric', 'value', 'setting', 'note'])
+
+_METRIC_LABELS = {'macro_auroc': 'macro AUROC', 'auroc': 'AUROC', 'dice': 'mean Dice'}
+
 def plot_finetune(runs:pd.DataFrame, # from `read_finetune`
                   paper:dict|None=None):
-    "One panel per task: headline metric against the label fraction, one line per initialisation with 95 % intervals, the paper's pretrained numbers as stars."
+    "Top row, one panel per task: our headline metric against the label fraction with 95 % intervals. Bottom row: the paper's, on separate axes."
     import matplotlib.pyplot as plt
-    paper = paper or load_paper_results()
+    pub = (paper or load_paper_results()).get('finetune') or {}
     tasks = list(dict.fromkeys(runs['task']))
-    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4.6 * max(1, len(tasks)), 3.8), squeeze=False)
-    for ax, t in zip(axes[0], tasks):
+    n = max(1, len(tasks))
+    fig, axes = plt.subplots(2, n, figsize=(4.6 * n, 7.4), squeeze=False)
+    def frac_axis(ax):
+        ax.set_xscale('log'); ax.set_xticks([1, 10, 100], ['1 %', '10 %', '100 %']); ax.set_xlim(0.6, 160)
+        ax.set_xlabel('labelled training patients'); ax.grid(alpha=.3)
+    for k, t in enumerate(tasks):
+        ax, bx = axes[0, k], axes[1, k]
         d = runs[runs['task'] == t]
-        for k, (i, g) in enumerate(d.groupby('init', sort=True)):
+        for j, (i, g) in enumerate(d.groupby('init', sort=True)):
             g = g.sort_values('fraction'); x = g['fraction'] * 100
             err = None if g['ci_lo'].isna().any() else np.vstack([g['value'] - g['ci_lo'], g['ci_hi'] - g['value']])
-            ax.errorbar(x * (1 + 0.04 * (k - 0.5)), g['value'], yerr=err, marker='o', capsize=3, label=f'ours, {i}')
-        pub = ((paper.get('finetune') or {}).get(t) or {}).get('fractions') or {}
-        if pub: ax.plot([float(f) * 100 for f in pub], list(pub.values()), 'k*', ms=10, ls=':', label='paper (pretrained)')
-        ax.set_xscale('log'); ax.set_xticks([1, 10, 100], ['1 %', '10 %', '100 %']); ax.set_xlim(0.6, 160)
-        ds = ', '.join(sorted(set(d['dataset'].dropna().astype(str))))
-        ax.set(xlabel='labelled training patients', ylabel={'macro_auroc': 'macro AUROC', 'dice': 'mean Dice'}.get(d['metric'].iloc[0], d['metric'].iloc[0]),
-               title=f"{t} (ours: {ds or '?'}; paper: {((paper.get('finetune') or {}).get(t) or {}).get('label', '—')})")
-        ax.title.set_fontsize(8)
-        ax.grid(alpha=.3); ax.legend(fontsize=7, loc='lower right')
+            ax.errorbar(x * (1 + 0.04 * (j - 0.5)), g['value'], yerr=err, marker='o', capsize=3, label=f'ours, {i}')
+        ylabel = _METRIC_LABELS.get(d['metric'].iloc[0], d['metric'].iloc[0])
+        ds = ', '.join(sorted(set(d['dataset'].dropna().astype(str)))) or '?'
+        frac_axis(ax); ax.set(ylabel=ylabel, title=f"{t}: ours ({ds}{', synthetic' if ds in SYNTHETIC_DATASETS else ''})")
+        ax.title.set_fontsize(9); ax.legend(fontsize=7, loc='lower right')
+        p = pub.get(t) or {}
+        if p.get('fractions'):
+            fr = sorted((float(f), v) for f, v in p['fractions'].items())
+            bx.plot([f * 100 for f, _ in fr], [v for _, v in fr], 'k*:', ms=10, label=p.get('label', 'paper'))
+            frac_axis(bx); bx.set(ylabel=_METRIC_LABELS.get(p.get('metric'), p.get('metric', '?')), title=_paper_label(p))   # the paper's own metric; bx.legend(fontsize=7, loc='lower right')
+            bx.title.set_fontsize(9); bx.title.set_color('#8a2a00')
+        else: bx.axis('off'); bx.text(.5, .5, f"no published number for {t}", ha='center', va='center', transform=bx.transAxes, fontsize=8)
+    fig.suptitle("Fine-tuning. Top: ours. Bottom: the paper's, on real data; different data, not comparable", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -4,18 +4,19 @@
 
 # %% ../../nbs/41_viz.inspector.ipynb #25205ff2
 from __future__ import annotations
-import functools, tempfile
+import functools, json, tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from ..core import MedklipError, text_hash
-from .overlay import overlay_heatmap, resize_map, to_png
+from .overlay import HEATMAP_SCALES, colorbar_html, overlay_heatmap, resize_map, scale_maps, to_png
 
 # %% auto #0
-__all__ = ['Predictor', 'IMAGE_SUFFIXES', 'model_predictor', 'hashed_embedding', 'demo_predictor', 'predictor_from_checkpoint',
-           'list_images', 'synthetic_xray', 'load_image', 'Inspector', 'inspector']
+__all__ = ['Predictor', 'IMAGE_SUFFIXES', 'NO_FINDING', 'DEFAULT_THRESHOLD', 'HINT', 'model_predictor', 'hashed_embedding',
+           'demo_predictor', 'predictor_from_checkpoint', 'list_images', 'synthetic_xray', 'load_image',
+           'image_catalog', 'filter_catalog', 'validation_thresholds', 'Inspector', 'inspector', 'snapshot']
 
 # %% ../../nbs/41_viz.inspector.ipynb #ace67920
 Predictor = Callable[[np.ndarray, Sequence[str]], list]  # (image HxW float, queries) -> [(score, heatmap HxW)]
@@ -134,62 +135,177 @@ def load_image(src) -> np.ndarray: # path, or an HxW float array
     from medklip.data.io import read_image
     return read_image(src)[0]
 
+# %% ../../nbs/41_viz.inspector.ipynb #7752e7e4
+NO_FINDING = '(no finding)'   # finding filter value: images without any positive label
+
+def _short_name(p:Path, base:Path|None) -> str:
+    rel = p.relative_to(base) if base is not None and p.is_relative_to(base) else p
+    stem = rel.stem if len(rel.stem) <= 18 else f"{rel.stem[:8]}…{rel.stem[-4:]}"
+    return '/'.join([*rel.parts[-2:-1], stem + rel.suffix])
+
+def image_catalog(images=None, # folder, list of paths, a dataset loader (`get_dataset(name, root)`), or None
+                  limit:int=5000):
+    "One row per image to offer: `path`, short `label`, `split` and ground-truth `findings` (a tuple; None if unknown)."
+    import pandas as pd
+    cols = ['path', 'label', 'split', 'findings']
+    if images is None: return pd.DataFrame(columns=cols)
+    if hasattr(images, 'csv') and hasattr(images, 'labels') and hasattr(images, 'pathologies'):   # a dataset loader
+        c, lab = images.csv.reset_index(drop=True).iloc[:limit], np.asarray(images.labels)
+        rows = []
+        for i, r in enumerate(c.to_dict('records')):
+            f = tuple(sorted(p for p, v in zip(images.pathologies, lab[i]) if v == 1))
+            split, view = str(r.get('split') or ''), str(r.get('view') or '?')
+            rows.append(dict(path=str(r['image_path']), split=split, findings=f,
+                             label=f"study {r.get('study_id')} · {view} · {split or '?'} · {', '.join(f) or 'no finding'}"))
+    else:
+        base = Path(images) if isinstance(images, (str, Path)) and Path(images).is_dir() else None
+        rows = [dict(path=str(p), split='', findings=None, label=_short_name(p, base)) for p in list_images(images, limit)]
+    df = pd.DataFrame(rows, columns=cols)
+    dup = df['label'].duplicated(keep=False)   # two images of one study and view: tell them apart by file name
+    df.loc[dup, 'label'] = [f"{l} · {Path(p).stem[:8]}" for l, p in zip(df.loc[dup, 'label'], df.loc[dup, 'path'])]
+    return df
+
+def filter_catalog(cat, # from `image_catalog`
+                   split:str='', # keep this split only ('' = all)
+                   finding:str='', # keep images positive for this finding; `NO_FINDING`: those without any ('' = all)
+                   ):
+    "The rows of an image catalog in one split and with one ground-truth finding."
+    keep = np.ones(len(cat), bool)
+    if split: keep &= (cat['split'] == split).to_numpy()
+    if finding == NO_FINDING: keep &= np.array([f is not None and len(f) == 0 for f in cat['findings']], bool)
+    elif finding: keep &= np.array([f is not None and finding in f for f in cat['findings']], bool)
+    return cat[keep]
+
+# %% ../../nbs/41_viz.inspector.ipynb #aeeb2349
+DEFAULT_THRESHOLD = 0.5
+
+def validation_thresholds(source=None, # {query: threshold}, or the path of a `medklip zeroshot` metrics JSON
+                          meta:dict|None=None, # checkpoint meta: its saved 'thresholds' win; its hashes check a report
+                          prompt:str='description', # which prompt's thresholds to read from a report
+                          ) -> tuple[dict, str]:
+    "Per-query existence thresholds and a line naming where they come from (queries not listed use 0.5)."
+    if meta and meta.get('thresholds'):
+        return {str(k): float(v) for k, v in dict(meta['thresholds']).items()}, "thresholds: the checkpoint's saved ones"
+    if source is None: return {}, f"thresholds: none saved with the model, {DEFAULT_THRESHOLD} for every query"
+    if isinstance(source, dict): return {str(k): float(v) for k, v in source.items()}, f"thresholds: given ({len(source)}), {DEFAULT_THRESHOLD} for other queries"
+    p = Path(source)
+    if not p.is_file(): raise MedklipError(f"{p}: zero-shot report not found; run `medklip zeroshot` or pass thresholds=None (0.5 for every query)")
+    r = json.loads(p.read_text())
+    for k in ('vocab_hash', 'kb_hash'):
+        a, b = (r.get('checkpoint') or {}).get(k), (meta or {}).get(k)
+        if a and b and a != b:
+            raise MedklipError(f"{p}: its thresholds were chosen for another checkpoint ({k} {a} != {b}); run `medklip zeroshot` for this one or pass thresholds=None")
+    classes = ((r.get('prompts') or {}).get(prompt) or {}).get('classes')
+    if classes is None: raise MedklipError(f"{p}: no '{prompt}' prompt section; not a `medklip zeroshot` report?")
+    t = {c: float(v['val_threshold']['value']) for c, v in classes.items() if (v.get('val_threshold') or {}).get('value') is not None}
+    return t, f"thresholds: validation max-F1 from {p.name} ({len(t)} findings), {DEFAULT_THRESHOLD} for other queries"
+
 # %% ../../nbs/41_viz.inspector.ipynb #de851753
 import ipywidgets as W
 
+HINT = "choose an entity from the list or type a description to see its heatmap"
+_SLIDER = dict(layout=W.Layout(width='360px'), style=dict(description_width='80px'), continuous_update=True)
+
 class Inspector(W.VBox):
-    "Interactive heatmap inspector: images × queries → overlays with existence scores."
+    "Interactive heatmap inspector: images × queries → overlays with existence scores, on one colour scale."
     def __init__(self, predict:Predictor, # (image, queries) -> [(score, heatmap)]
-                 images:Sequence[Path]=(), # image files to offer in the list
+                 images=(), # an `image_catalog` table, or image paths
                  entities:Sequence[str]=(), # entity names to offer
                  selected:Sequence[str]=(), # entities selected at start
                  display_size:int=320, # longest side of each rendered panel, pixels
-                 note:str=''): # message shown above the panels (e.g. 'random demo model')
-        self.predict, self.display_size, self.note = predict, display_size, note
-        self._cache: dict = {}
-        self._image = None; self._image_key = None
-        self._panels: dict = {}
-        opts = [('(synthetic example)', '')] + [(str(p), str(p)) for p in images]
-        self.image_list = W.Dropdown(options=opts, value=opts[1][1] if len(opts) > 1 else '', description='image',
-                                     layout=W.Layout(width='98%'))
+                 note:str='', # message shown above the panels (e.g. 'random demo model')
+                 thresholds:dict|None=None, # existence threshold per query; others get `DEFAULT_THRESHOLD`
+                 threshold_source:str='', # where the thresholds come from (shown)
+                 scale:str='shared'): # colour scale, a key of `HEATMAP_SCALES`
+        self.predict, self.display_size = predict, display_size
+        self.thresholds, self.threshold_source = dict(thresholds or {}), threshold_source
+        self.note = ' · '.join(s for s in (note, threshold_source) if s)
+        self._cache: dict = {}; self._panels: dict = {}; self.rendered: dict = {}
+        self._image = None; self._image_key = None; self._hold = False
+        self.catalog = images if hasattr(images, 'columns') else image_catalog(list(images) or None)
+        # image choice
+        known = self.catalog['findings'].notna().any() if len(self.catalog) else False
+        splits = sorted(s for s in set(self.catalog['split']) if s)
+        self.split_filter = W.Dropdown(options=[('all', '')] + [(s, s) for s in splits], value='', description='split',
+                                       layout=W.Layout(width='220px', display='' if splits else 'none'))
+        finds = sorted({f for fs in self.catalog['findings'] if fs for f in fs}) if known else []
+        self.finding_filter = W.Dropdown(options=[('any', ''), (NO_FINDING, NO_FINDING)] + [(f, f) for f in finds], value='',
+                                         description='finding', layout=W.Layout(width='260px', display='' if known else 'none'))
+        self.image_list = W.Dropdown(options=self._image_options(), description='image', layout=W.Layout(width='98%'))
+        if len(self.image_list.options) > 1: self.image_list.value = self.image_list.options[1][1]
+        self.image_count = W.HTML()
         self.path_box = W.Text(placeholder='or a path to a PNG / JPEG / DICOM file, then Enter', description='path',
                                continuous_update=False, layout=W.Layout(width='98%'))
         self.upload = W.FileUpload(accept=','.join(IMAGE_SUFFIXES), multiple=False, description='upload')
-        self.entity_select = W.SelectMultiple(options=list(entities), value=tuple(s for s in selected if s in entities),
-                                              rows=8, description='entities')
+        # query choice
+        self._entities = sorted(dict.fromkeys(entities))
+        self._selected = [s for s in dict.fromkeys(selected) if s in self._entities]
+        self.entity_filter = W.Text(placeholder='search entities', description='entities', continuous_update=True,
+                                    layout=W.Layout(width='98%'))
+        self.entity_select = W.SelectMultiple(options=self._entities, value=tuple(s for s in self._entities if s in self._selected),
+                                              rows=12, description='', layout=W.Layout(width='98%'))
+        self.selected_line = W.HTML()
+        self.clear_button = W.Button(description='clear selection', layout=W.Layout(width='140px'))
         self.text = W.Text(placeholder='free-text description(s), separated by ;  — Enter to show',
                            description='describe', continuous_update=False, layout=W.Layout(width='98%'))
         self.button = W.Button(description='Show', button_style='primary')
-        self.threshold = W.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description='threshold', continuous_update=True)
-        self.opacity = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description='opacity', continuous_update=True)
-        self.status = W.HTML()
+        # display
+        self.scale = W.ToggleButtons(options=[('shared scale', 'shared'), ('× existence', 'score'), ('per panel', 'panel')],
+                                     value=scale, description='colours', tooltips=[HEATMAP_SCALES[k] for k in ('shared', 'score', 'panel')],
+                                     style=dict(description_width='60px', button_width='110px'), layout=W.Layout(width='440px'))
+        self.threshold = W.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description='hide below',
+                                       tooltip='hide the part of each map below this fraction of the colour scale', **_SLIDER)
+        self.opacity = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description='opacity', **_SLIDER)
+        self.status, self.colorbar, self.hint = W.HTML(), W.HTML(), W.HTML()
         self.panels = W.HBox(layout=W.Layout(flex_flow='row wrap'))
-        self.image_list.observe(lambda c: self._safe(self._from_list), 'value')
-        self.path_box.observe(lambda c: self._safe(self._from_path), 'value')
-        self.upload.observe(lambda c: self._safe(self._from_upload), 'value')
-        self.entity_select.observe(lambda c: self._safe(self.refresh), 'value')
-        self.text.observe(lambda c: self._safe(self.refresh), 'value')
+        for w_, fn in ((self.split_filter, self._apply_filter), (self.finding_filter, self._apply_filter), (self.image_list, self._from_list),
+                       (self.path_box, self._from_path), (self.upload, self._from_upload), (self.entity_filter, self._search),
+                       (self.entity_select, self._pick), (self.text, self.refresh), (self.scale, self.render),
+                       (self.threshold, self.render), (self.opacity, self.render)):
+            w_.observe(lambda c, fn=fn: None if self._hold else self._safe(fn), 'value')
         self.button.on_click(lambda b: self._safe(self.refresh))
-        self.threshold.observe(lambda c: self._safe(self.render), 'value')
-        self.opacity.observe(lambda c: self._safe(self.render), 'value')
-        controls = W.HBox([W.VBox([self.image_list, self.path_box, self.upload], layout=W.Layout(width='50%')),
-                           W.VBox([self.entity_select, self.text, W.HBox([self.button, self.threshold, self.opacity])],
+        self.clear_button.on_click(lambda b: self._safe(self.clear))
+        controls = W.HBox([W.VBox([W.HBox([self.split_filter, self.finding_filter]), self.image_list, self.image_count, self.path_box, self.upload],
+                                  layout=W.Layout(width='50%')),
+                           W.VBox([self.entity_filter, self.entity_select, W.HBox([self.selected_line, self.clear_button]), W.HBox([self.text, self.button])],
                                   layout=W.Layout(width='50%'))])
-        super().__init__([controls, self.status, self.panels])
+        display_row = W.HBox([self.scale, self.threshold, self.opacity], layout=W.Layout(flex_flow='row wrap'))
+        super().__init__([controls, display_row, self.status, self.colorbar, self.hint, self.panels])
+        self._show_selected(); self._show_count()
         self._safe(self._from_list)
 
     @property
     def queries(self) -> list[str]:
         "Selected entities, then the typed descriptions, without duplicates."
         typed = [t.strip() for t in self.text.value.split(';') if t.strip()]
-        return list(dict.fromkeys([*self.entity_select.value, *typed]))
+        return list(dict.fromkeys([*self._selected, *typed]))
 
     def _safe(self, fn):
         try:
             fn()
-            self.status.value = f"<i>{self.note}</i>" if self.note else ''
+            self.status.value = f"<i>{_esc(self.note)}</i>" if self.note else ''
         except MedklipError as e: self.status.value = f"<span style='color:#b00'>{_esc(str(e))}</span>"
         except Exception as e: self.status.value = f"<span style='color:#b00'>{type(e).__name__}: {_esc(str(e))}</span>"
+
+    # image choice
+    def _image_options(self) -> list:
+        cat = filter_catalog(self.catalog, self.split_filter.value, self.finding_filter.value)
+        return [('(synthetic example)', '')] + list(zip(cat['label'], cat['path']))
+
+    def _show_count(self):
+        n, m = len(self.image_list.options) - 1, len(self.catalog)
+        self.image_count.value = f"<small>{n} of {m} images</small>" if m else ''
+
+    def _apply_filter(self):
+        "Offer only the images of the chosen split and finding; keep the shown image if it still qualifies."
+        opts, cur = self._image_options(), self.image_list.value
+        self._hold = True
+        try:
+            self.image_list.options = opts
+            self.image_list.value = cur if cur in dict(opts).values() else (opts[1][1] if len(opts) > 1 else '')
+        finally: self._hold = False
+        self._show_count()
+        if self.image_list.value != cur: self._from_list()
 
     def set_image(self, src, key=None):
         "Show a new image (path or HxW array) and recompute the heatmaps."
@@ -209,6 +325,35 @@ class Inspector(W.VBox):
         tmp.write_bytes(bytes(f['content']))
         self.set_image(tmp, key=f"upload:{f['name']}:{text_hash(str(len(f['content'])))}")
 
+    # query choice
+    def _search(self):
+        "Show the entities containing the search text; selections stay, shown or not."
+        s = self.entity_filter.value.strip().lower()
+        opts = [e for e in self._entities if s in e.lower()]
+        self._hold = True
+        try:
+            self.entity_select.options = opts
+            self.entity_select.value = tuple(e for e in opts if e in self._selected)
+        finally: self._hold = False
+
+    def _pick(self):
+        shown, picked = set(self.entity_select.options), set(self.entity_select.value)
+        self._selected = [s for s in self._selected if s not in shown or s in picked] + sorted(picked - set(self._selected))
+        self._show_selected(); self.refresh()
+
+    def clear(self):
+        "Deselect every entity (typed descriptions stay)."
+        self._selected = []
+        self._hold = True
+        try: self.entity_select.value = ()
+        finally: self._hold = False
+        self._show_selected(); self.render()
+
+    def _show_selected(self):
+        s = self._selected
+        self.selected_line.value = f"<small>selected ({len(s)}): {_esc(', '.join(s))}</small>" if s else "<small>selected: none</small>"
+
+    # model and panels
     def refresh(self):
         "Run the model for the (image, query) pairs not yet cached, then render."
         if self._image is None: return
@@ -223,24 +368,40 @@ class Inspector(W.VBox):
         k = min(1.0, self.display_size / max(h, w))
         return resize_map(self._image, (max(1, round(h * k)), max(1, round(w * k))))
 
+    def existence_threshold(self, query:str) -> float:
+        "The threshold a query's existence score is compared with."
+        return float(self.thresholds.get(query, DEFAULT_THRESHOLD))
+
     def render(self):
-        "Redraw every panel from cached heatmaps with the current threshold and opacity (no model call)."
+        "Redraw every panel from cached heatmaps with the current scale, cut and opacity (no model call)."
         if self._image is None: return
         base = self._display_image()
+        shown = [q for q in self.queries if (self._image_key, q) in self._cache]
+        self.hint.value = f"<b style='color:#a60'>{HINT}</b>" if not shown else ''
+        scores = [self._cache[(self._image_key, q)][0] for q in shown]
+        maps, ranges = scale_maps([resize_map(self._cache[(self._image_key, q)][1], base.shape) for q in shown], scores, self.scale.value)
+        self.rendered = dict(zip(shown, maps))
+        if shown and self.scale.value != 'panel':
+            self.colorbar.value = (colorbar_html(*ranges[0], width=200, label='attention' + (' × existence' if self.scale.value == 'score' else ''))
+                                   + f" <small>shared by all panels: {_esc(HEATMAP_SCALES[self.scale.value])}</small>")
+        else: self.colorbar.value = f"<span style='color:#a60'>{_esc(HEATMAP_SCALES['panel'])}</span>" if shown else ''
         children = []
-        for q in self.queries:
-            if (self._image_key, q) not in self._cache: continue
-            score, hm = self._cache[(self._image_key, q)]
-            rgb = overlay_heatmap(base, hm, opacity=self.opacity.value, threshold=self.threshold.value)
+        for q, score, m, (lo, hi) in zip(shown, scores, maps, ranges):
+            rgb = overlay_heatmap(base, m, opacity=self.opacity.value, threshold=self.threshold.value, normalise=False)
+            t = self.existence_threshold(q); below = score < t
+            if below: rgb = (rgb * 0.4 + 150).astype(np.uint8)   # dimmed: a finding the model calls absent
             if q not in self._panels:   # widgets are reused, so the browser only swaps the picture
                 im, lab = W.Image(format='png', layout=W.Layout(margin='2px')), W.HTML()
-                self._panels[q] = (im, lab, W.VBox([lab, im], layout=W.Layout(margin='4px')))
+                self._panels[q] = (im, lab, W.VBox([lab, im], layout=W.Layout(margin='4px', padding='2px')))
             im, lab, box = self._panels[q]
             im.value = to_png(rgb)
-            lab.value = f"<b>{_esc(q)}</b><br>existence score {score:.3f}"
+            verdict = f"&lt; threshold {t:.3f}: <b>absent</b> (dimmed)" if below else f"&ge; threshold {t:.3f}: <b>present</b>"
+            lab.value = (f"<b>{_esc(q)}</b><br>existence score {score:.3f} {verdict}<br>"
+                         f"<span class='medklip-peak'>peak {float(m.max()) * 100:.0f} % of the scale</span> {colorbar_html(lo, hi, width=90)}")
+            box.layout.border = '2px dashed #999' if below else '2px solid transparent'
+            (box.add_class if below else box.remove_class)('medklip-below')
             children.append(box)
         if tuple(children) != tuple(self.panels.children): self.panels.children = children
-        if not children: self.status.value = "choose an entity or type a description"
 
 def _esc(s:str) -> str:
     import html; return html.escape(s)
@@ -248,17 +409,44 @@ def _esc(s:str) -> str:
 # %% ../../nbs/41_viz.inspector.ipynb #00fec0f5
 def inspector(predict:Predictor|None=None, # (image, queries) -> [(score, heatmap)]; overrides `checkpoint`
               checkpoint=None, # path of a trained checkpoint
-              images=None, # folder, list of image paths, or None for a synthetic example
+              images=None, # dataset loader, folder, list of image paths, or None for a synthetic example
               entities:Sequence[str]|None=None, # names to offer (default: all 75 entities)
               selected:Sequence[str]=('effusion', 'pneumonia'), # entities selected at start
-              display_size:int=320) -> Inspector: # longest side of each panel, pixels
+              display_size:int=320, # longest side of each panel, pixels
+              thresholds=None, # {query: threshold} or a `medklip zeroshot` report of this checkpoint (see `validation_thresholds`)
+              scale:str='shared') -> Inspector: # colour scale, a key of `HEATMAP_SCALES`
     "Build the interactive heatmap inspector widget."
-    note = ''
-    if predict is None and checkpoint is not None: predict = predictor_from_checkpoint(checkpoint)
+    note, meta = '', None
+    if predict is None and checkpoint is not None:
+        predict = predictor_from_checkpoint(checkpoint)
+        meta = _load_model(str(Path(checkpoint).resolve()))[1]
     if predict is None:
-        predict = demo_predictor()
+        predict, thresholds = demo_predictor(), None
         note = 'no checkpoint given: tiny random demo model — the heatmaps and scores mean nothing'
+    t, why = validation_thresholds(thresholds, meta)
     if entities is None:
         from medklip.vocab import ENTITIES
         entities = list(ENTITIES)
-    return Inspector(predict, list_images(images), entities, selected, display_size, note)
+    return Inspector(predict, image_catalog(images), entities, selected, display_size, note, t, why, scale)
+
+# %% ../../nbs/41_viz.inspector.ipynb #6e3485ee
+def snapshot(w:Inspector, # an inspector that has rendered
+             cols:int=4): # panels per row
+    "A static matplotlib figure of the inspector's current panels: overlay, existence score vs threshold, peak."
+    import io
+    import matplotlib.pyplot as plt
+    from PIL import Image
+    shown = [q for q in w.queries if q in w.rendered]
+    n = max(1, len(shown)); cols = min(cols, n); rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.7 * cols, 3.1 * rows), squeeze=False)
+    for ax in axes.flat: ax.axis('off')
+    if not shown: axes[0, 0].text(.5, .5, HINT, ha='center', va='center', wrap=True, fontsize=8, transform=axes[0, 0].transAxes)
+    for ax, q in zip(axes.flat, shown):
+        score, t = w._cache[(w._image_key, q)][0], w.existence_threshold(q)
+        below = score < t
+        ax.imshow(np.asarray(Image.open(io.BytesIO(w._panels[q][0].value))))
+        ax.set_title(f"{q}\nexistence {score:.3f} {'<' if below else '≥'} threshold {t:.3f}" + (": absent (dimmed)" if below else "")
+                     + f"\npeak {float(w.rendered[q].max()) * 100:.0f} % of the scale", fontsize=7, color='#777' if below else 'k')
+    fig.suptitle(f"colours: {HEATMAP_SCALES[w.scale.value]}", fontsize=8)
+    fig.tight_layout()
+    return fig

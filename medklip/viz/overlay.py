@@ -13,8 +13,8 @@ from PIL import Image, ImageDraw
 from ..core import MedklipError, atomic_write
 
 # %% auto #0
-__all__ = ['resize_map', 'normalise_map', 'colorize', 'to_rgb', 'draw_boxes', 'mask_outline', 'overlay_heatmap', 'to_png',
-           'save_png', 'caption']
+__all__ = ['HEATMAP_SCALES', 'resize_map', 'normalise_map', 'colorize', 'to_rgb', 'draw_boxes', 'mask_outline', 'overlay_heatmap',
+           'scale_maps', 'colorbar_html', 'to_png', 'save_png', 'caption']
 
 # %% ../../nbs/40_viz.overlay.ipynb #b6990ac9
 def resize_map(a:np.ndarray, # HxW float map
@@ -97,6 +97,36 @@ def overlay_heatmap(image:np.ndarray, # grey HxW float in [0, 1] (or uint8 grey/
         out[mask_outline(mk, width=max(1, round(min(h, w) / 200)))] = gt_color
     if boxes: out = draw_boxes(out, boxes, gt_color, width=max(1, round(min(h, w) / 200)))
     return out
+
+# %% ../../nbs/40_viz.overlay.ipynb #09c5df02
+HEATMAP_SCALES = {
+    'shared': "one colour scale for every panel: 0 (cold) to the largest attention weight shown (hot)",
+    'score': "attention × existence score on one colour scale: 0 to the largest product shown; absent findings stay cold",
+    'panel': "each panel min-max scaled on its own: shapes only, colours are NOT comparable across panels"}
+
+def scale_maps(maps, # raw 2-D heatmaps (e.g. attention weights)
+               scores=None, # existence score per map (needed for mode 'score')
+               mode:str='shared', # a key of `HEATMAP_SCALES`
+               ) -> tuple[list[np.ndarray], list[tuple[float, float]]]:
+    "Maps in [0, 1] for display and, per map, the raw values its colour scale runs between."
+    if mode not in HEATMAP_SCALES: raise MedklipError(f"unknown heatmap scale {mode!r}; use one of {list(HEATMAP_SCALES)}")
+    maps = [np.asarray(m, dtype=np.float32) for m in maps]
+    if not maps: return [], []
+    if mode == 'panel': return [normalise_map(m) for m in maps], [(float(np.nanmin(m)), float(np.nanmax(m))) for m in maps]
+    if mode == 'score':
+        if scores is None or len(scores) != len(maps): raise MedklipError("scale 'score' needs one existence score per heatmap")
+        maps = [m * float(s) for m, s in zip(maps, scores)]
+    lo = min(0.0, min(float(np.nanmin(m)) for m in maps))   # attention is >= 0: the scale starts at an absolute 0
+    hi = max(float(np.nanmax(m)) for m in maps)
+    if hi - lo <= 1e-12: return [np.zeros_like(m) for m in maps], [(lo, hi)] * len(maps)
+    return [np.clip((m - lo) / (hi - lo), 0, 1) for m in maps], [(lo, hi)] * len(maps)
+
+def colorbar_html(lo:float, hi:float, # raw values at the cold and the hot end
+                  cmap:str='jet', width:int=140, label:str='') -> str:
+    "A small horizontal colour bar (HTML) running from `lo` to `hi`."
+    stops = ', '.join('rgb({},{},{})'.format(*(int(c * 255 + .5) for c in rgb)) for rgb in colorize(np.linspace(0, 1, 11)[None], cmap)[0])
+    bar = f"<span style='display:inline-block;width:{width}px;height:10px;vertical-align:middle;background:linear-gradient(to right, {stops})'></span>"
+    return f"<span class='medklip-colorbar' style='font-size:11px'>{lo:.3g} {bar} {hi:.3g}{' ' + label if label else ''}</span>"
 
 # %% ../../nbs/40_viz.overlay.ipynb #3fd30360
 def to_png(rgb:np.ndarray) -> bytes:

@@ -97,9 +97,9 @@ def import_radgraph(path:str|Path, # RadGraph JSON (e.g. MIMIC-CXR_graphs.json)
     except json.JSONDecodeError as e: raise InputError(f"not valid JSON ({e.msg} at line {e.lineno}); is this a RadGraph graphs file?", path=path) from None
     if not isinstance(data, dict): raise InputError("expected a mapping of report key -> graph", path=path)
     for row, (key, g) in enumerate(data.items()):
-        if not isinstance(g, dict): raise InputError(f"report {key!r}: expected a mapping with `entities`", path=path, row=row)
+        if not isinstance(g, dict): raise InputError(f"report {key!r}: expected a mapping with `entities`", path=path)
         if 'entities' not in g and labeler in g: g = g[labeler]
-        if 'entities' not in g: raise InputError(f"report {key!r}: no `entities` (nor {labeler!r})", path=path, row=row)
+        if 'entities' not in g: raise InputError(f"report {key!r}: no `entities` (nor {labeler!r})", path=path)
         yield {'study_id': _study_id(key), 'triplets': _graph_triplets(g['entities'], f"{path} report {key!r}")}
 
 # %% ../../nbs/06b_text.backends.ipynb #3f4f9948

@@ -19,19 +19,24 @@ def _render(text, scope):
     return re.sub(r'\$\{([^}]+)\}', lambda m: str(_lookup(m.group(1).strip(), scope)), text)
 
 
+def _cmds(cmd):
+    "A stage's commands: DVC takes one string or a list of them."
+    return cmd if isinstance(cmd, list) else [cmd]
+
+
 def _stage_commands():
     for name, st in DVC['stages'].items():
         if 'matrix' in st:
             axes = {k: _lookup(v[2:-1], PARAMS) if isinstance(v, str) else v for k, v in st['matrix'].items()}
             for combo in itertools.product(*axes.values()):
                 item = dict(zip(axes, combo))
-                yield f"{name}@{'-'.join(map(str, combo))}", _render(st['cmd'], {**PARAMS, 'item': item})
+                for k, c in enumerate(_cmds(st['cmd'])): yield f"{name}@{'-'.join(map(str, combo))}#{k}", _render(c, {**PARAMS, 'item': item})
         elif 'foreach' in st:
             items = _lookup(st['foreach'][2:-1], PARAMS)
             for key, item in items.items():
-                yield f"{name}@{key}", _render(st['do']['cmd'], {**PARAMS, 'key': key, 'item': item})
+                for k, c in enumerate(_cmds(st['do']['cmd'])): yield f"{name}@{key}#{k}", _render(c, {**PARAMS, 'key': key, 'item': item})
         else:
-            yield name, _render(st['cmd'], PARAMS)
+            for k, c in enumerate(_cmds(st['cmd'])): yield f"{name}#{k}", _render(c, PARAMS)
 
 
 class _Parsed(Exception): pass

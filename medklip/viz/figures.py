@@ -468,10 +468,11 @@ def run_figures(params:dict, # parameter values; each notebook receives those it
     return done
 
 def _strip_run_metadata(path:Path):
-    "Drop papermill's timestamps and durations from an executed notebook, so a re-run writes the same bytes."
+    "Drop papermill's timestamps and durations and the widget state from an executed notebook, so a re-run writes the same bytes."
     import nbformat
     nb = nbformat.read(path, as_version=4)
     nb.metadata.pop('papermill', None)
+    nb.metadata.pop('widgets', None)   # ipywidgets state: random model ids, and no live widget in a static report
     for i, c in enumerate(nb.cells):
         c.metadata.pop('papermill', None); c.metadata.pop('execution', None)
         if 'injected-parameters' in c.metadata.get('tags', []): c['id'] = f'injected-parameters-{i}'   # papermill draws a random id

@@ -102,7 +102,7 @@ def _grid(h:int, w:int, angle:float):
 def draw_geometry(rng:np.random.Generator, ctr:float|None=None) -> dict:
     "Random anatomy of one patient: lung, dome, heart and rib parameters in normalised units."
     g = dict(apex=rng.uniform(.07, .13), lung_off=rng.uniform(.22, .25), lung_hw=rng.uniform(.14, .165),
-             dome_r=rng.uniform(.66, .74), dome_drop=rng.uniform(.08, .14), ctr=rng.uniform(.40, .51) if ctr is None else ctr,
+             dome_r=rng.uniform(.66, .74), dome_drop=rng.uniform(.08, .14), ctr=rng.uniform(.40, .49) if ctr is None else ctr,
              heart_y=rng.uniform(.62, .65), heart_hh=rng.uniform(.15, .18),
              rib_y0=rng.uniform(.10, .13), rib_dy=rng.uniform(.062, .07), rib_curv=rng.uniform(1.1, 1.5), hilum_y=rng.uniform(.42, .46),
              angle=rng.uniform(-5, 5))
@@ -246,7 +246,7 @@ def _draw_finding(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, s
         top = g['dome_r' if side == 'right' else 'dome_l'] - frac*.6 - .03*(lat + 1)**2
         m = allowed & (v > top)
         depth = np.clip((v - top)/(frac*.6 + .05), 0, 1)          # denser towards the bottom of the fluid
-        img += k*.26*soft(m, 1.5)*(.55 + .45*depth)*lungs
+        img += k*.32*soft(m, 1.5)*(.55 + .45*depth)*lungs
         attrs['size'] = 'small' if frac < .16 else 'moderate' if frac < .24 else 'large'
     elif name == 'consolidation':             # opacity, patchy confluent area, a lobe
         cy, cx = _pick_centre(rng, allowed, .04*w)
@@ -256,7 +256,7 @@ def _draw_finding(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, s
             sig = rng.uniform(.028, .045)
             blob += np.exp(-((u - u[cy, cx] - ou)**2 + ((v - v[cy, cx] - ov)*asp)**2)/(2*sig**2))
         m = allowed & (blob > .6)
-        img += k*.26*soft(m, 1.5)*tex()
+        img += k*.36*soft(m, 1.5)*tex()
     elif name == 'atelectasis':               # opacity, line / band, base
         m = np.zeros(u.shape, bool)
         for sd in (['right', 'left'] if side == 'both' else [side]):
@@ -265,36 +265,36 @@ def _draw_finding(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, s
             ln, ang = rng.uniform(.06, .09), np.deg2rad(rng.uniform(-20, 20))
             p0 = (u[cy, cx] - ln*np.cos(ang), v[cy, cx] - ln*np.sin(ang)/asp)
             p1 = (u[cy, cx] + ln*np.cos(ang), v[cy, cx] + ln*np.sin(ang)/asp)
-            m |= allowed & (_segment_dist(u, v, p0, p1, asp) < rng.uniform(.009, .014))
-        img += k*.30*soft(m, .7)
+            m |= allowed & (_segment_dist(u, v, p0, p1, asp) < rng.uniform(.010, .016))
+        img += k*.40*soft(m, .7)
     elif name in ('nodule', 'mass'):          # opacity, round, small (nodule) or large and lobulated (mass)
-        r = rng.uniform(.022, .032) if name == 'nodule' else rng.uniform(.045, .065)
+        r = rng.uniform(.026, .036) if name == 'nodule' else rng.uniform(.055, .075)
         cy, cx = _pick_centre(rng, allowed, .8*r*w)
         m = allowed & _disk(u, v, u[cy, cx], v[cy, cx], r, asp, lobes=.1 if name == 'mass' else 0., phase=rng.uniform(0, 6.3))
-        img += k*(.30 if name == 'nodule' else .24)*soft(m, .8)
+        img += k*(.42 if name == 'nodule' else .36)*soft(m, .8)
         attrs['cm'] = f"{2*r*35:.1f}"
     elif name == 'edema':                     # opacity, diffuse haze, around both hila
-        sig, amp = rng.uniform(.09, .12), (rng.uniform(.07, .10) if faint else rng.uniform(.12, .20))
+        sig, amp = rng.uniform(.09, .12), (rng.uniform(.09, .13) if faint else rng.uniform(.16, .26))
         haze = np.zeros_like(u)
         for sg in (-1, 1):
             hx = .5 + sg*(g['lung_off'] - .1)
             haze = np.maximum(haze, np.exp(-((u - hx)**2 + ((v - g['hilum_y'])*.8)**2)/(2*sig**2)))
         m = allowed & (haze > .45)
         img += scale*amp*haze*ndimage.gaussian_filter(lungs.astype(np.float32), h/256)*tex(3.)
-        attrs['size'] = 'mild' if amp < .15 else 'moderate'
+        attrs['size'] = 'mild' if amp < .2 else 'moderate'
     elif name == 'pneumothorax':              # lucency, crescent band along the edge of the lung, apex; a thin pleural line
         big = not faint and rng.random() < .5
         drop, shrink = (rng.uniform(.07, .10), rng.uniform(.22, .3)) if big else (rng.uniform(.045, .065), rng.uniform(.15, .2))
         lung, t, _ = _lung(u, v, g, side)
         collapsed, _, _ = _lung(u, v, g, side, shrink=shrink, drop=drop)
         m = allowed & lung & ~collapsed
-        img -= k*.11*soft(m, .8)
+        img -= k*.20*soft(m, .8)
         edge = collapsed & ~ndimage.binary_erosion(collapsed, iterations=max(1, round(h/200))) & (t < .42)
-        img += k*.10*soft(edge, .5)
+        img += k*.16*soft(edge, .5)
         attrs['size'] = 'moderate' if big else 'small'
     elif name == 'cardiomegaly':              # the heart itself is wider (drawn by `render_image` with a larger ratio)
         m = anat == demo_spec()['region_id']['heart_size']
-        attrs['size'] = 'mild' if g['ctr'] < .56 else 'moderate' if g['ctr'] < .60 else 'severe'
+        attrs['size'] = 'mild' if g['ctr'] < .56 else 'moderate' if g['ctr'] < .61 else 'severe'
     elif name == 'pneumoperitoneum':          # lucency, crescent, below the diaphragm
         _, _, c = _lung(u, v, g, side)
         d = _dome(u, g, side)
@@ -317,7 +317,7 @@ def render_image(rng:np.random.Generator, # draws everything random about this i
                 ) -> tuple:
     "Draw one radiograph; returns (uint8 image, uint8 anatomy map, [dict(finding, position, faint, mask, **attrs)])."
     g = dict(g, angle=g['angle'] + rng.uniform(-1, 1))
-    if any(f == 'cardiomegaly' for f, _, _ in findings): g['ctr'] = rng.uniform(.50, .64)   # overlaps the normal range (.40-.51) at its edge
+    if any(f == 'cardiomegaly' for f, _, _ in findings): g['ctr'] = rng.uniform(.48, .66)   # overlaps the normal range (.40-.49) at its edge
     u, v = _grid(h, w, g['angle'])
     anat = anatomy_map(u, v, g)
     img, lungs = _base_image(rng, u, v, g, h, w, anat)

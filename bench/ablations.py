@@ -1,7 +1,7 @@
 """Ablations on the demo corpus over seeds: plain MedKLIP, GK-MVLP, MedFILIP and both, mean ± spread.
 
     .venv/bin/python bench/ablations.py [--demo data/demo] [--work /tmp/ablations] [--seeds 0 1 2] \
-        [--arms plain gkmvlp medfilip both] [--jobs 2] [--epochs N] [--params params.yaml]
+        [--arms plain gkmvlp medfilip both] [--jobs 2] [--epochs N] [--params params.yaml] [--reuse]
 
 Inputs: the demo corpus (`medklip demo-data --config params.yaml` writes data/demo). The image store (with its
 anatomy maps, which GK-MVLP needs), the triplets and the knowledge embeddings are built into WORK by the pipeline's
@@ -72,6 +72,7 @@ def run_one(a, base:dict, G:dict, arm:str, seed:int) -> dict:
     s = dict(base, **arm_weights(arm, a.gkmvlp, a.gkmvlp_attn, a.medfilip), seed=seed, threads=1)
     if a.epochs: s['epochs'] = a.epochs
     out = Path(a.work)/f'{arm}_s{seed}'
+    if a.reuse and (out/'run.json').exists(): return json.loads((out/'run.json').read_text())   # finished earlier with the same inputs
     if out.exists(): shutil.rmtree(out)
     t = time.time()
     pretrain(a.store, a.triplets, a.knowledge, out/'model', s, log=lambda m: None)
@@ -82,7 +83,9 @@ def run_one(a, base:dict, G:dict, arm:str, seed:int) -> dict:
     ground_cli(['--checkpoint', str(out/'model'), '--dataset', 'demo', '--root', a.demo, '--split', 'test',
                 '--raw-threshold', str(G['raw_threshold']), '--norm-threshold', str(G['norm_threshold']), '--tolerance', str(G['tolerance']),
                 '--out', str(gr)])
-    return dict(arm=arm, seed=seed, train_s=round(secs, 1), **headline(json.loads(zs.read_text()), json.loads(gr.read_text())))
+    r = dict(arm=arm, seed=seed, train_s=round(secs, 1), **headline(json.loads(zs.read_text()), json.loads(gr.read_text())))
+    (out/'run.json').write_text(json.dumps(r))
+    return r
 
 
 def headline(z:dict, g:dict) -> dict:
@@ -142,6 +145,7 @@ def main():
     p.add_argument('--jobs', type=int, default=1, help="runs at once (one torch thread each)")
     p.add_argument('--epochs', type=int, default=None, help="shorter schedule than params.yaml's (quote it with the numbers)")
     p.add_argument('--gkmvlp', type=float, default=.5); p.add_argument('--gkmvlp-attn', type=float, default=.5, dest='gkmvlp_attn')
+    p.add_argument('--reuse', action='store_true', help="keep runs that finished in WORK before (their run.json) instead of retraining")
     p.add_argument('--medfilip', type=float, default=1.); p.add_argument('--n-boot', type=int, default=1000, dest='n_boot')
     a = p.parse_args()
     from medklip.core import load_params

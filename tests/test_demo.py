@@ -194,3 +194,21 @@ def test_label_noise_and_cooccurrence():
     assert eff(lambda s: "edema" in s) > .3 > eff(lambda s: "edema" not in s and "consolidation" not in s)
     texts = " ".join(write_report(np.random.default_rng(i), d, 0.)[0].lower() for i in range(40))
     assert "opacity" in texts and "nodule" in texts                   # reports use the attribute vocabulary too
+
+
+def test_demo_knowledge_reaches_the_pipeline_and_copies_no_seen_text():
+    "The demo's descriptions are the packaged knowledge base (knowledge.kb_file '' = packaged), which embed-knowledge and zeroshot both read."
+    import re
+    import yaml
+    from medklip.eval.infer import resolve_query
+    from medklip.text.knowledge import load_knowledge
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    assert not params["knowledge"]["kb_file"]                          # the packaged KB is the one the DVC stages embed
+    kb, u = load_knowledge(), unseen_finding()
+    q = resolve_query(u, "demo", "description")
+    assert q.kind == "extra" and q.text == kb.text(u) and resolve_query(u, "demo", "name").text == kb.find(u).name
+    words = lambda t: re.findall(r"[a-z]+", t.lower())
+    grams = lambda t, n=4: {tuple(words(t)[i:i + n]) for i in range(len(words(t)) - n + 1)}
+    for k in demo_findings(seen=True):
+        assert not grams(kb.text(k)) & grams(q.text), k              # no 4-word run of a seen description in the unseen one
+        assert resolve_query(k, "demo", "description").kind == "entity"  # seen findings are vocabulary entities

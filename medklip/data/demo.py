@@ -26,7 +26,7 @@ __all__ = ['CHEXPERT_COLUMNS', 'FORMAT_VERSION', 'demo_spec', 'demo_findings', '
 CHEXPERT_COLUMNS = ['Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Enlarged Cardiomediastinum', 'Fracture',
                     'Lung Lesion', 'Lung Opacity', 'No Finding', 'Pleural Effusion', 'Pleural Other', 'Pneumonia',
                     'Pneumothorax', 'Support Devices']
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 @lru_cache(None)
 def demo_spec() -> dict:
@@ -60,7 +60,7 @@ class DemoParams:
     unseen_rate: float = 0.25                 # fraction of validate/test images showing the unseen finding
     negation_rate: float = 0.6                # chance an absent finding is explicitly negated in the report
     jpeg_quality: int = 92                    # JPEG quality of the images
-    contrast: tuple = (.35, 1.)               # min, max amplitude multiplier of each finding (drawn per finding; < 1: subtler)
+    contrast: tuple = (.75, 1.4)              # min, max amplitude multiplier of each finding (drawn per finding; < 1: subtler)
     noise: float = .02                        # typical standard deviation of the quantum noise (image units, 0-1; drawn 0.6-1.4x per image)
     missed_rate: float = .08                  # chance a drawn seen finding goes unmentioned in its report (label noise)
     hedge_rate: float = .1                    # chance a clearly drawn seen finding is reported hedged (uncertain) all the same
@@ -246,7 +246,7 @@ def _draw_finding(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, s
         top = g['dome_r' if side == 'right' else 'dome_l'] - frac*.6 - .03*(lat + 1)**2
         m = allowed & (v > top)
         depth = np.clip((v - top)/(frac*.6 + .05), 0, 1)          # denser towards the bottom of the fluid
-        img += k*.32*soft(m, 1.5)*(.55 + .45*depth)*lungs
+        img += k*.24*soft(m, 1.5)*(.55 + .45*depth)*lungs
         attrs['size'] = 'small' if frac < .16 else 'moderate' if frac < .24 else 'large'
     elif name == 'consolidation':             # opacity, patchy confluent area, a lobe
         cy, cx = _pick_centre(rng, allowed, .04*w)

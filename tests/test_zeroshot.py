@@ -61,3 +61,16 @@ def test_label_maps_resolve():
         for lab in m: assert resolve_query(lab, ds) is not None, (ds, lab)
     assert resolve_query('Tuberculosis', 'tb').kind == 'extra'
     assert resolve_query('COVID-19', 'covid19_ieee8023', 'name').text == 'COVID-19'
+
+
+def test_description_prompt_reads_the_users_knowledge_file(tmp_path):
+    "`--kb-file` (params: knowledge.kb_file) reaches zeroshot: an unseen finding's description prompt embeds the user's text."
+    from medklip.eval.zeroshot import build_queries, zeroshot_parser
+    from medklip.text.knowledge import load_knowledge
+    f = tmp_path/'kb.yaml'
+    f.write_text("extra:\n  pneumoperitoneum:\n    name: pneumoperitoneum\n    description: a dark crescent of free air under the right hemidiaphragm\n")
+    q, _ = build_queries(['Pneumoperitoneum'], 'demo', 'description', kb=load_knowledge(f))
+    assert q['description'][0].text == 'a dark crescent of free air under the right hemidiaphragm'
+    q0, _ = build_queries(['Pneumoperitoneum'], 'demo', 'description')
+    assert q0['description'][0].text != q['description'][0].text        # the packaged text otherwise
+    assert zeroshot_parser().parse_args(['--checkpoint', 'c', '--out', 'o', '--kb-file', str(f)]).kb_file == str(f)

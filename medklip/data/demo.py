@@ -26,7 +26,7 @@ __all__ = ['CHEXPERT_COLUMNS', 'FORMAT_VERSION', 'demo_spec', 'demo_findings', '
 CHEXPERT_COLUMNS = ['Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Enlarged Cardiomediastinum', 'Fracture',
                     'Lung Lesion', 'Lung Opacity', 'No Finding', 'Pleural Effusion', 'Pleural Other', 'Pneumonia',
                     'Pneumothorax', 'Support Devices']
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3
 
 @lru_cache(None)
 def demo_spec() -> dict:
@@ -56,13 +56,14 @@ class DemoParams:
     split_fractions: tuple = (0.7, 0.1, 0.2)  # train, validate, test fractions of patients
     normal_rate: float = 0.3                  # fraction of studies with no seen finding
     max_findings: int = 3                     # most seen findings in one image
-    faint_rate: float = 0.15                  # fraction of findings drawn faint (often reported as uncertain)
+    faint_rate: float = 0.2                   # fraction of findings drawn faint (often reported as uncertain)
     unseen_rate: float = 0.25                 # fraction of validate/test images showing the unseen finding
     negation_rate: float = 0.6                # chance an absent finding is explicitly negated in the report
     jpeg_quality: int = 92                    # JPEG quality of the images
-    contrast: tuple = (1., 1.)                # min, max amplitude multiplier of each finding (drawn per finding; < 1: subtler)
-    noise: float = .012                       # standard deviation of the quantum noise (image units, 0-1)
-    missed_rate: float = 0.                   # chance a drawn seen finding goes unmentioned in its report (label noise)
+    contrast: tuple = (.75, 1.4)              # min, max amplitude multiplier of each finding (drawn per finding; < 1: subtler)
+    noise: float = .02                        # typical standard deviation of the quantum noise (image units, 0-1; drawn 0.6-1.4x per image)
+    missed_rate: float = .08                  # chance a drawn seen finding goes unmentioned in its report (label noise)
+    hedge_rate: float = .1                    # chance a clearly drawn seen finding is reported hedged (uncertain) all the same
 
     def __post_init__(self):
         for k in ('studies_per_patient', 'size', 'split_fractions', 'contrast'):
@@ -77,7 +78,7 @@ class DemoParams:
             raise MedklipError(f"demo_data.split_fractions must be three positive numbers (train, validate, test), got {self.split_fractions}")
         if not 0 < self.contrast[0] <= self.contrast[1]: raise MedklipError(f"demo_data.contrast must be 0 < min ≤ max, got {self.contrast}")
         if not 0 <= self.noise <= .2: raise MedklipError(f"demo_data.noise must lie in [0, 0.2], got {self.noise}")
-        for k in ('normal_rate', 'faint_rate', 'unseen_rate', 'negation_rate', 'missed_rate'):
+        for k in ('normal_rate', 'faint_rate', 'unseen_rate', 'negation_rate', 'missed_rate', 'hedge_rate'):
             if not 0 <= getattr(self, k) <= 1: raise MedklipError(f"demo_data.{k} must lie in [0, 1], got {getattr(self, k)}")
 
     def to_dict(self) -> dict: return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -100,11 +101,11 @@ def _grid(h:int, w:int, angle:float):
 
 def draw_geometry(rng:np.random.Generator, ctr:float|None=None) -> dict:
     "Random anatomy of one patient: lung, dome, heart and rib parameters in normalised units."
-    g = dict(apex=rng.uniform(.08, .12), lung_off=rng.uniform(.225, .245), lung_hw=rng.uniform(.145, .16),
-             dome_r=rng.uniform(.68, .72), dome_drop=rng.uniform(.09, .13), ctr=rng.uniform(.40, .47) if ctr is None else ctr,
+    g = dict(apex=rng.uniform(.07, .13), lung_off=rng.uniform(.22, .25), lung_hw=rng.uniform(.14, .165),
+             dome_r=rng.uniform(.66, .74), dome_drop=rng.uniform(.08, .14), ctr=rng.uniform(.40, .49) if ctr is None else ctr,
              heart_y=rng.uniform(.62, .65), heart_hh=rng.uniform(.15, .18),
              rib_y0=rng.uniform(.10, .13), rib_dy=rng.uniform(.062, .07), rib_curv=rng.uniform(1.1, 1.5), hilum_y=rng.uniform(.42, .46),
-             angle=rng.uniform(-4, 4))
+             angle=rng.uniform(-5, 5))
     g['dome_l'] = g['dome_r'] + rng.uniform(.015, .04)     # the left hemidiaphragm usually sits lower
     return g
 
@@ -219,40 +220,44 @@ def _base_image(rng, u, v, g, h, w, anat):
         img -= .22*_disk(u, v, cu, _dome(np.float32(cu), g, 'left') + .075, .03, h/w)*body
     return img, lungs
 
-def _finish(rng, img, h, noise:float=.012):
-    "Blur, exposure (gamma, contrast, brightness) and quantum noise; returns uint8."
-    img = ndimage.gaussian_filter(img, .6*h/256)
-    img = np.clip(img, 0, 1)**rng.uniform(.8, 1.25)
-    img = (img - .5)*rng.uniform(.85, 1.15) + .5 + rng.uniform(-.06, .06)
-    img += rng.normal(0, noise, img.shape)
+def _finish(rng, img, h, noise:float=.02):
+    "Blur, exposure (gamma, contrast, brightness, a soft left-right gradient) and quantum noise; returns uint8."
+    img = ndimage.gaussian_filter(img, rng.uniform(.5, .9)*h/256)
+    img = np.clip(img, 0, 1)**rng.uniform(.75, 1.35)
+    ramp = np.linspace(-1, 1, img.shape[1], dtype=np.float32)[None]*rng.uniform(-.04, .04)
+    img = (img - .5)*rng.uniform(.8, 1.2) + .5 + rng.uniform(-.08, .08) + ramp
+    img += rng.normal(0, noise*rng.uniform(.6, 1.4), img.shape)
     return (np.clip(img, 0, 1)*255 + .5).astype(np.uint8)
 
 # %% ../../nbs/04_data.demo.ipynb #9771bce1
 def _draw_finding(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, scale:float=1.):
-    "Draw one finding into `img` (in place); returns its boolean mask and report attributes (size word, cm)."
+    """Add one finding to `img` (in place, additively: a density change on top of the anatomy, never a pasted patch);
+    returns its boolean mask and report attributes (size word, cm). The finding is the sum of its attributes
+    (`demo_spec()['findings'][name]['attributes']`): density (opacity adds, lucency subtracts), shape, place, size."""
     allowed, k, asp = _allowed(anat, position), (.55 if faint else 1.)*scale, h/w
     side = demo_spec()['positions'][position]['side']
     soft = lambda m, sig=1.: ndimage.gaussian_filter(m.astype(np.float32), sig*h/256)
+    tex = lambda sig=1.5: .75 + .25*np.clip(ndimage.gaussian_filter(rng.standard_normal(u.shape), sig*h/256)*4, -1, 1)
     attrs = {}
-    if name == 'effusion':
+    if name == 'effusion':                    # opacity, meniscus (curved upper edge, higher laterally), base, periphery
         lung, t, c = _lung(u, v, g, side)
         lat = np.clip((u - c)*(-1 if side == 'right' else 1)/g['lung_hw'], -1, 1)
-        frac = rng.uniform(.07, .11) if faint else rng.uniform(.12, .32)
-        top = g['dome_r' if side == 'right' else 'dome_l'] - frac*.6 - .03*(lat + 1)**2     # meniscus: higher laterally
+        frac = rng.uniform(.06, .10) if faint else rng.uniform(.10, .30)
+        top = g['dome_r' if side == 'right' else 'dome_l'] - frac*.6 - .03*(lat + 1)**2
         m = allowed & (v > top)
-        img += k*.42*soft(m)*lungs
-        attrs['size'] = 'small' if frac < .17 else 'moderate' if frac < .25 else 'large'
-    elif name == 'consolidation':
+        depth = np.clip((v - top)/(frac*.6 + .05), 0, 1)          # denser towards the bottom of the fluid
+        img += k*.24*soft(m, 1.5)*(.55 + .45*depth)*lungs
+        attrs['size'] = 'small' if frac < .16 else 'moderate' if frac < .24 else 'large'
+    elif name == 'consolidation':             # opacity, patchy confluent area, a lobe
         cy, cx = _pick_centre(rng, allowed, .04*w)
         blob = np.zeros_like(u)
         for _ in range(3):
             ou, ov = rng.normal(0, .02, 2)
-            sig = rng.uniform(.03, .045)
+            sig = rng.uniform(.028, .045)
             blob += np.exp(-((u - u[cy, cx] - ou)**2 + ((v - v[cy, cx] - ov)*asp)**2)/(2*sig**2))
         m = allowed & (blob > .6)
-        tex = .8 + .2*np.clip(ndimage.gaussian_filter(rng.standard_normal(u.shape), 1.5*h/256)*4, -1, 1)
-        img += k*.36*soft(m)*tex
-    elif name == 'atelectasis':
+        img += k*.36*soft(m, 1.5)*tex()
+    elif name == 'atelectasis':               # opacity, line / band, base
         m = np.zeros(u.shape, bool)
         for sd in (['right', 'left'] if side == 'both' else [side]):
             zone = allowed & (anat == demo_spec()['region_id'][f'{sd}_lower_lung'])
@@ -260,44 +265,43 @@ def _draw_finding(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, s
             ln, ang = rng.uniform(.06, .09), np.deg2rad(rng.uniform(-20, 20))
             p0 = (u[cy, cx] - ln*np.cos(ang), v[cy, cx] - ln*np.sin(ang)/asp)
             p1 = (u[cy, cx] + ln*np.cos(ang), v[cy, cx] + ln*np.sin(ang)/asp)
-            m |= allowed & (_segment_dist(u, v, p0, p1, asp) < rng.uniform(.008, .012))
+            m |= allowed & (_segment_dist(u, v, p0, p1, asp) < rng.uniform(.010, .016))
         img += k*.40*soft(m, .7)
-    elif name in ('nodule', 'mass'):
-        r = rng.uniform(.022, .03) if name == 'nodule' else rng.uniform(.05, .07)
+    elif name in ('nodule', 'mass'):          # opacity, round, small (nodule) or large and lobulated (mass)
+        r = rng.uniform(.026, .036) if name == 'nodule' else rng.uniform(.055, .075)
         cy, cx = _pick_centre(rng, allowed, .8*r*w)
         m = allowed & _disk(u, v, u[cy, cx], v[cy, cx], r, asp, lobes=.1 if name == 'mass' else 0., phase=rng.uniform(0, 6.3))
-        img += k*(.40 if name == 'nodule' else .42)*soft(m, .8)
+        img += k*(.42 if name == 'nodule' else .36)*soft(m, .8)
         attrs['cm'] = f"{2*r*35:.1f}"
-    elif name == 'edema':
-        sig, amp = rng.uniform(.09, .12), (rng.uniform(.12, .16) if faint else rng.uniform(.2, .3))
+    elif name == 'edema':                     # opacity, diffuse haze, around both hila
+        sig, amp = rng.uniform(.09, .12), (rng.uniform(.09, .13) if faint else rng.uniform(.16, .26))
         haze = np.zeros_like(u)
         for sg in (-1, 1):
             hx = .5 + sg*(g['lung_off'] - .1)
             haze = np.maximum(haze, np.exp(-((u - hx)**2 + ((v - g['hilum_y'])*.8)**2)/(2*sig**2)))
         m = allowed & (haze > .45)
-        img += amp*haze*ndimage.gaussian_filter(lungs.astype(np.float32), h/256)
-        attrs['size'] = 'mild' if amp < .22 else 'moderate'
-    elif name == 'pneumothorax':
+        img += scale*amp*haze*ndimage.gaussian_filter(lungs.astype(np.float32), h/256)*tex(3.)
+        attrs['size'] = 'mild' if amp < .2 else 'moderate'
+    elif name == 'pneumothorax':              # lucency, crescent band along the edge of the lung, apex; a thin pleural line
         big = not faint and rng.random() < .5
-        drop, shrink = (rng.uniform(.07, .10), rng.uniform(.22, .3)) if big else (rng.uniform(.04, .06), rng.uniform(.14, .2))
+        drop, shrink = (rng.uniform(.07, .10), rng.uniform(.22, .3)) if big else (rng.uniform(.045, .065), rng.uniform(.15, .2))
         lung, t, _ = _lung(u, v, g, side)
         collapsed, _, _ = _lung(u, v, g, side, shrink=shrink, drop=drop)
         m = allowed & lung & ~collapsed
-        img[m] = (.06 + .06*(1 - k)) + .01*rng.standard_normal(int(m.sum()))
+        img -= k*.20*soft(m, .8)
         edge = collapsed & ~ndimage.binary_erosion(collapsed, iterations=max(1, round(h/200))) & (t < .42)
-        img += edge*.22*k
+        img += k*.16*soft(edge, .5)
         attrs['size'] = 'moderate' if big else 'small'
-    elif name == 'cardiomegaly':
+    elif name == 'cardiomegaly':              # the heart itself is wider (drawn by `render_image` with a larger ratio)
         m = anat == demo_spec()['region_id']['heart_size']
-        img[m] += .03
-        attrs['size'] = 'mild' if g['ctr'] < .58 else 'moderate' if g['ctr'] < .63 else 'severe'
-    elif name == 'pneumoperitoneum':
+        attrs['size'] = 'mild' if g['ctr'] < .56 else 'moderate' if g['ctr'] < .61 else 'severe'
+    elif name == 'pneumoperitoneum':          # lucency, crescent, below the diaphragm
         _, _, c = _lung(u, v, g, side)
         d = _dome(u, g, side)
         t0, cc, wc = rng.uniform(.02, .03)*(.7 if faint else 1), c + rng.normal(0, .02), g['lung_hw']*rng.uniform(.6, .8)
         th = t0*np.clip(1 - ((u - cc)/wc)**2, 0, 1)
         m = allowed & (v > d + .008) & (v < d + .008 + th)
-        img[m] = .08 + .08*(1 - k)
+        img -= scale*(.22 if faint else .32)*soft(m, .5)
     else: raise MedklipError(f"unknown demo finding {name!r}; known: {demo_findings()}")
     return m, attrs
 
@@ -309,11 +313,11 @@ def render_image(rng:np.random.Generator, # draws everything random about this i
                  g:dict,                  # patient anatomy from `draw_geometry`
                  findings:list,           # (finding, position, faint) to draw
                  contrast:tuple=(1., 1.), # min, max amplitude multiplier drawn per finding
-                 noise:float=.012,        # quantum noise standard deviation
+                 noise:float=.02,         # typical quantum noise standard deviation
                 ) -> tuple:
     "Draw one radiograph; returns (uint8 image, uint8 anatomy map, [dict(finding, position, faint, mask, **attrs)])."
     g = dict(g, angle=g['angle'] + rng.uniform(-1, 1))
-    if any(f == 'cardiomegaly' for f, _, _ in findings): g['ctr'] = rng.uniform(.55, .68)
+    if any(f == 'cardiomegaly' for f, _, _ in findings): g['ctr'] = rng.uniform(.48, .66)   # overlaps the normal range (.40-.49) at its edge
     u, v = _grid(h, w, g['angle'])
     anat = anatomy_map(u, v, g)
     img, lungs = _base_image(rng, u, v, g, h, w, anat)
@@ -344,6 +348,7 @@ def write_report(rng:np.random.Generator, # draws the phrasing
                  drawn:list,              # findings drawn in the image (dicts from `render_image`)
                  negation_rate:float=.6,  # chance each absent seen finding is negated explicitly
                  missed_rate:float=0.,    # chance each drawn seen finding goes unmentioned (a missed finding)
+                 hedge_rate:float=0.,     # chance a clearly drawn finding is reported hedged all the same
                 ) -> tuple:
     "A free-text report (FINDINGS:/IMPRESSION:) and its CheXpert labels {column: 1/0/-1} for one study."
     spec, fs = demo_spec(), demo_spec()['findings']
@@ -351,7 +356,7 @@ def write_report(rng:np.random.Generator, # draws the phrasing
     present = [d for d in drawn if not fs[d['finding']].get('unseen') and not (missed_rate > 0 and rng.random() < missed_rate)]
     for d in present:
         f = fs[d['finding']]
-        unsure = d['faint'] and rng.random() < .7
+        unsure = (d['faint'] and rng.random() < .7) or (hedge_rate > 0 and rng.random() < hedge_rate)
         text, extra = _pick(rng, f['uncertain' if unsure else 'present'], d['position'])
         sent.append(_fill(text, d['position'], d, rng))
         val = -1 if unsure else 1
@@ -391,15 +396,19 @@ def _ids(seed:int, pi:int, si:int):
     return subject, study, '-'.join(h[i:i+8] for i in range(0, 40, 8))
 
 def _draw_findings(rng, p:DemoParams, split:str) -> list:
-    "The (finding, position, faint) drawn for one study."
+    "The (finding, position, faint) drawn for one study: independent picks, then the companions they bring (`cooccur`)."
     fs = demo_spec()['findings']
     seen = demo_findings(seen=True)
     out = []
     if rng.random() >= p.normal_rate:
         wts = np.array([fs[k].get('weight', 1.) for k in seen]); n = int(rng.integers(1, p.max_findings + 1))
-        for k in rng.choice(seen, size=min(n, len(seen)), replace=False, p=wts/wts.sum()):
+        picked = [str(k) for k in rng.choice(seen, size=min(n, len(seen)), replace=False, p=wts/wts.sum())]
+        for k in list(picked):                 # co-occurring findings (edema with effusion and a large heart, ...)
+            for c, pr in (fs[k].get('cooccur') or {}).items():
+                if c not in picked and rng.random() < pr: picked.append(c)
+        for k in picked:
             faint = fs[k].get('faint', True) and rng.random() < p.faint_rate
-            out.append((str(k), str(rng.choice(fs[k]['positions'])), bool(faint)))
+            out.append((k, str(rng.choice(fs[k]['positions'])), bool(faint)))
     if split != 'train' and rng.random() < p.unseen_rate:
         k = unseen_finding(); out.append((k, str(rng.choice(fs[k]['positions'])), bool(rng.random() < p.faint_rate)))
     return out
@@ -423,7 +432,7 @@ def _generate(root:Path, p:DemoParams) -> dict:
             subject, study, dicom = _ids(p.seed, pi, si)
             h, w = (int(x) for x in rng.integers(p.size[0], p.size[1] + 1, 2))
             img, anat, drawn = render_image(rng, h, w, g, _draw_findings(rng, p, splits[pi]), p.contrast, p.noise)
-            report, chex = write_report(rng, drawn, p.negation_rate, p.missed_rate)
+            report, chex = write_report(rng, drawn, p.negation_rate, p.missed_rate, p.hedge_rate)
             rel = Path(f"files/p{str(subject)[:2]}/p{subject}/s{study}")
             (root/rel).mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(root/rel/f"{dicom}.jpg", format='JPEG', quality=p.jpeg_quality)

@@ -61,12 +61,14 @@ def dataset_source(name:str, root, split:str|None, size:int) -> Source:
     return Source(name, split, ds.csv['image_id'].astype(str).tolist(), np.asarray(ds.labels, np.float32), list(ds.pathologies), fetch)
 
 # %% ../../nbs/32_eval.zeroshot.ipynb #38047a96
-def build_queries(pathologies:list[str], dataset:str, prompt:str='both') -> tuple[dict[str, list[Query]], list[dict]]:
+def build_queries(pathologies:list[str], dataset:str, prompt:str='both',
+                  kb=None, # knowledge base whose descriptions the 'description' prompt embeds (default: packaged)
+                 ) -> tuple[dict[str, list[Query]], list[dict]]:
     "Queries per prompt ('name'/'description') for the labels that resolve, and the labels that do not (with a reason)."
     prompts = ['description', 'name'] if prompt == 'both' else [prompt]
     out, unmapped = {p: [] for p in prompts}, []
     for lab in pathologies:
-        qs = {p: resolve_query(lab, dataset, p) for p in prompts}
+        qs = {p: resolve_query(lab, dataset, p, kb) for p in prompts}
         if qs[prompts[0]] is None:
             unmapped.append(dict(label=lab, reason="not in label_maps.yaml, not an entity, not in the knowledge base")); continue
         for p in prompts: out[p].append(qs[p])
@@ -106,10 +108,11 @@ def run_zeroshot(model, meta,                 # from `medklip.eval.infer.load_mo
                  embed=None,                  # text embedder override (tests)
                  val_reason:str|None=None,    # why there is no validation split, for the report
                  progress:bool=False,
+                 kb=None,                     # knowledge base for the 'description' prompt (default: packaged; `load_knowledge(kb_file)` for yours)
                 ) -> tuple[dict, dict[str, np.ndarray]]: # (metrics, {prompt: (N, Q) test scores})
     "Zero-shot metrics of every resolvable label of `test`, per prompt."
     if not len(test): raise MedklipError(f"{test.dataset}: split {test.split!r} has no images; pick another --split")
-    qmap, unmapped = build_queries(test.pathologies, test.dataset, prompt)
+    qmap, unmapped = build_queries(test.pathologies, test.dataset, prompt, kb)
     if not next(iter(qmap.values())): raise MedklipError(f"{test.dataset}: none of the labels {test.pathologies} maps to a query; add them to medklip/resources/label_maps.yaml")
     col = {p: i for i, p in enumerate(test.pathologies)}
     res, all_scores = {}, {}
@@ -162,6 +165,7 @@ def zeroshot_parser() -> argparse.ArgumentParser:
     p.add_argument('--split', default='test', help="split to evaluate ('all' for every image)")
     p.add_argument('--val-split', default='validate', help="split whose max-F1 threshold is applied to the test split ('none' to skip)")
     p.add_argument('--prompt', choices=('name', 'description', 'both'), default='both', help="query text for findings outside the vocabulary")
+    p.add_argument('--kb-file', default='', help="your knowledge YAML (params: knowledge.kb_file; '' = the packaged one): the descriptions the 'description' prompt embeds")
     p.add_argument('--batch-size', type=int, default=32)
     p.add_argument('--n-boot', type=int, default=1000, help="bootstrap resamples for 95%% intervals (0 = none)")
     p.add_argument('--seed', type=int, default=0, help="bootstrap seed")
@@ -192,7 +196,9 @@ def zeroshot_cli(argv:list[str]|None=None) -> int:
         if val is not None and not len(val): val, why = None, f"validation split {a.val_split!r} has no images"
         if why: print(f"medklip zeroshot: warning: {why}; only the test-set oracle threshold is reported", file=sys.stderr)
     else: why = "--val-split none"
-    report, scores = run_zeroshot(model, meta, test, val, a.prompt, a.batch_size, a.device, a.n_boot, a.seed, val_reason=why, progress=True)
+    from medklip.text.knowledge import load_knowledge
+    kb = load_knowledge(a.kb_file or None)
+    report, scores = run_zeroshot(model, meta, test, val, a.prompt, a.batch_size, a.device, a.n_boot, a.seed, val_reason=why, progress=True, kb=kb)
     report['checkpoint']['path'] = str(a.checkpoint)
     save_json(report, a.out)
     if a.scores:

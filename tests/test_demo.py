@@ -172,7 +172,8 @@ def test_findings_are_added_not_pasted(name, position):
     inner = ndimage_erode(m)
     core = d[inner] if inner.any() else d[m]
     assert (core < 0).mean() > .9 if lucent else (core > 0).mean() > .9
-    if before[m].std() > 1e-3: assert np.corrcoef(before[m], after[m])[0, 1] > .3    # the anatomy beneath shows through
+    r = inner if inner.sum() > 10 else m      # the interior: the soft edge's ramp adds variance of its own
+    if before[r].std() > 1e-3: assert np.corrcoef(before[r], after[r])[0, 1] > .3    # the anatomy beneath shows through
 
 
 def ndimage_erode(m):

@@ -26,7 +26,7 @@ __all__ = ['CHEXPERT_COLUMNS', 'FORMAT_VERSION', 'demo_spec', 'demo_findings', '
 CHEXPERT_COLUMNS = ['Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Enlarged Cardiomediastinum', 'Fracture',
                     'Lung Lesion', 'Lung Opacity', 'No Finding', 'Pleural Effusion', 'Pleural Other', 'Pneumonia',
                     'Pneumothorax', 'Support Devices']
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 @lru_cache(None)
 def demo_spec() -> dict:
@@ -256,7 +256,7 @@ def _draw_finding(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, s
             sig = rng.uniform(.028, .045)
             blob += np.exp(-((u - u[cy, cx] - ou)**2 + ((v - v[cy, cx] - ov)*asp)**2)/(2*sig**2))
         m = allowed & (blob > .6)
-        img += k*.36*soft(m, 1.5)*tex()
+        img += k*.42*soft(m, 1.5)*tex()
     elif name == 'atelectasis':               # opacity, line / band, base
         m = np.zeros(u.shape, bool)
         for sd in (['right', 'left'] if side == 'both' else [side]):
@@ -266,12 +266,12 @@ def _draw_finding(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, s
             p0 = (u[cy, cx] - ln*np.cos(ang), v[cy, cx] - ln*np.sin(ang)/asp)
             p1 = (u[cy, cx] + ln*np.cos(ang), v[cy, cx] + ln*np.sin(ang)/asp)
             m |= allowed & (_segment_dist(u, v, p0, p1, asp) < rng.uniform(.010, .016))
-        img += k*.40*soft(m, .7)
+        img += k*.34*soft(m, .7)
     elif name in ('nodule', 'mass'):          # opacity, round, small (nodule) or large and lobulated (mass)
         r = rng.uniform(.026, .036) if name == 'nodule' else rng.uniform(.055, .075)
         cy, cx = _pick_centre(rng, allowed, .8*r*w)
         m = allowed & _disk(u, v, u[cy, cx], v[cy, cx], r, asp, lobes=.1 if name == 'mass' else 0., phase=rng.uniform(0, 6.3))
-        img += k*(.42 if name == 'nodule' else .36)*soft(m, .8)
+        img += k*(.50 if name == 'nodule' else .36)*soft(m, .8)
         attrs['cm'] = f"{2*r*35:.1f}"
     elif name == 'edema':                     # opacity, diffuse haze, around both hila
         sig, amp = rng.uniform(.09, .12), (rng.uniform(.09, .13) if faint else rng.uniform(.16, .26))
@@ -288,9 +288,9 @@ def _draw_finding(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, s
         lung, t, _ = _lung(u, v, g, side)
         collapsed, _, _ = _lung(u, v, g, side, shrink=shrink, drop=drop)
         m = allowed & lung & ~collapsed
-        img -= k*.20*soft(m, .8)
+        img -= k*.16*soft(m, .8)
         edge = collapsed & ~ndimage.binary_erosion(collapsed, iterations=max(1, round(h/200))) & (t < .42)
-        img += k*.16*soft(edge, .5)
+        img += k*.11*soft(edge, .5)
         attrs['size'] = 'moderate' if big else 'small'
     elif name == 'cardiomegaly':              # the heart itself is wider (drawn by `render_image` with a larger ratio)
         m = anat == demo_spec()['region_id']['heart_size']
@@ -317,7 +317,7 @@ def render_image(rng:np.random.Generator, # draws everything random about this i
                 ) -> tuple:
     "Draw one radiograph; returns (uint8 image, uint8 anatomy map, [dict(finding, position, faint, mask, **attrs)])."
     g = dict(g, angle=g['angle'] + rng.uniform(-1, 1))
-    if any(f == 'cardiomegaly' for f, _, _ in findings): g['ctr'] = rng.uniform(.48, .66)   # overlaps the normal range (.40-.49) at its edge
+    if any(f == 'cardiomegaly' for f, _, _ in findings): g['ctr'] = rng.uniform(.50, .68)   # overlaps the normal range (.40-.49) at its edge
     u, v = _grid(h, w, g['angle'])
     anat = anatomy_map(u, v, g)
     img, lungs = _base_image(rng, u, v, g, h, w, anat)

@@ -103,3 +103,20 @@ def test_heatmap_gallery_notebook(outputs):
 def test_gallery_notebook_failure_is_reported(outputs):
     with pytest.raises(MedklipError, match='heatmap_gallery.ipynb failed'):
         figures.run_figures(dict(checkpoint='missing.ckpt', root='.'), 'reports', REPO/'nbs'/'figures', only=['heatmap_gallery'], html=False)
+
+
+def test_executed_notebooks_keep_no_live_widgets(tmp_path, monkeypatch):
+    "A progress-bar widget (random model id, shown or not depending on load time) never reaches a report; the kernel's env has bars off and is restored."
+    import os, nbformat
+    from medklip.viz.figures import _quiet_kernel_env, _strip_run_metadata
+    nb = nbformat.v4.new_notebook(metadata=dict(widgets={'state': {}}))
+    c = nbformat.v4.new_code_cell('x')
+    c.outputs = [nbformat.v4.new_output('display_data', data={'application/vnd.jupyter.widget-view+json': {'model_id': 'abc'}, 'text/plain': 'Loading'}),
+                 nbformat.v4.new_output('stream', name='stdout', text='4 hits\n')]
+    nb.cells = [c]; p = tmp_path/'x.ipynb'; nbformat.write(nb, p)
+    _strip_run_metadata(p)
+    out = nbformat.read(p, as_version=4)
+    assert [o.output_type for o in out.cells[0].outputs] == ['stream'] and 'widgets' not in out.metadata
+    monkeypatch.delenv('TQDM_DISABLE', raising=False)
+    with _quiet_kernel_env(): assert os.environ['TQDM_DISABLE'] == '1' and os.environ['HF_HUB_DISABLE_PROGRESS_BARS'] == '1'
+    assert 'TQDM_DISABLE' not in os.environ

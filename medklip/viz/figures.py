@@ -4,7 +4,7 @@
 
 # %% ../../nbs/42_viz.figures.ipynb #488bab89
 from __future__ import annotations
-import argparse, json, os, shutil, tempfile
+import argparse, contextlib, json, os, shutil, tempfile
 from pathlib import Path
 
 import numpy as np
@@ -455,7 +455,7 @@ def run_figures(params:dict, # parameter values; each notebook receives those it
         names = notebook_parameters(nb)
         p = {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items() if k in names}
         p['out_dir'] = os.path.relpath(out.resolve(), Path.cwd())   # relative: nothing in reports/ names where the project lives
-        with tempfile.TemporaryDirectory() as td:
+        with tempfile.TemporaryDirectory() as td, _quiet_kernel_env():
             src = Path(td)/nb.name; _tag_parameters(nb, src)
             dst = out/nb.name
             try: pm.execute_notebook(str(src), str(dst), parameters=p, kernel_name=kernel_name, language='python', cwd=str(Path.cwd()),
@@ -467,6 +467,18 @@ def run_figures(params:dict, # parameter values; each notebook receives those it
         done.append(dst)
     return done
 
+@contextlib.contextmanager
+def _quiet_kernel_env():
+    "No progress bars in the kernel papermill starts (it inherits this environment): whether one shows depends on how long a load takes, so it would make the executed notebook differ from run to run."
+    env = {'HF_HUB_DISABLE_PROGRESS_BARS': '1', 'TQDM_DISABLE': '1'}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try: yield
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+
 def _strip_run_metadata(path:Path):
     "Drop papermill's timestamps and durations and the widget state from an executed notebook, so a re-run writes the same bytes."
     import nbformat
@@ -475,6 +487,8 @@ def _strip_run_metadata(path:Path):
     nb.metadata.pop('widgets', None)   # ipywidgets state: random model ids, and no live widget in a static report
     for i, c in enumerate(nb.cells):
         c.metadata.pop('papermill', None); c.metadata.pop('execution', None)
+        if c.cell_type == 'code':   # live widgets (a progress bar) have no place in a static report and carry random ids
+            c.outputs = [o for o in c.outputs if 'application/vnd.jupyter.widget-view+json' not in o.get('data', {})]
         if 'injected-parameters' in c.metadata.get('tags', []): c['id'] = f'injected-parameters-{i}'   # papermill draws a random id
     with atomic_write(path, encoding='utf-8') as f: nbformat.write(nb, f)
 

@@ -185,6 +185,8 @@ def zeroshot_cli(argv:list[str]|None=None) -> int:
     "`medklip zeroshot`: zero-shot metrics (per class and macro, with intervals) of a checkpoint on a dataset."
     a = zeroshot_parser().parse_args(argv)
     if a.batch_size < 1: raise MedklipError("--batch-size must be at least 1")
+    from medklip.text.knowledge import load_knowledge
+    kb = load_knowledge(a.kb_file or None)   # before the model: a bad file fails at once
     model, meta = load_model(a.checkpoint, a.device)
     size = int(meta['image_size'])
     test = _source(a, a.split, size)
@@ -196,8 +198,6 @@ def zeroshot_cli(argv:list[str]|None=None) -> int:
         if val is not None and not len(val): val, why = None, f"validation split {a.val_split!r} has no images"
         if why: print(f"medklip zeroshot: warning: {why}; only the test-set oracle threshold is reported", file=sys.stderr)
     else: why = "--val-split none"
-    from medklip.text.knowledge import load_knowledge
-    kb = load_knowledge(a.kb_file or None)
     report, scores = run_zeroshot(model, meta, test, val, a.prompt, a.batch_size, a.device, a.n_boot, a.seed, val_reason=why, progress=True, kb=kb)
     report['checkpoint']['path'] = str(a.checkpoint)
     save_json(report, a.out)

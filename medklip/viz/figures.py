@@ -264,6 +264,7 @@ def read_finetune(pattern:str|None, # glob of `medklip finetune` metrics.json fi
 
 # %% ../../nbs/42_viz.figures.ipynb #2c916a02
 def _paper_label(p:dict) -> str: return f"paper ({p.get('dataset') or p.get('label', '?')}, real data), not comparable"
+def _datasets(runs:pd.DataFrame) -> str: return ', '.join(sorted(set(runs['dataset'].dropna().astype(str))))
 
 def finetune_table(runs:pd.DataFrame, # from `read_finetune`
                    paper:dict|None=None) -> pd.DataFrame: # gives the task × fraction rows the paper reports, so missing runs show
@@ -276,7 +277,7 @@ def finetune_table(runs:pd.DataFrame, # from `read_finetune`
     for t, f in sorted(keys, key=lambda k: (list(pub).index(k[0]) if k[0] in pub else len(pub), k[0], k[1])):
         row, notes = dict(task=t, labels=f"{f * 100:g} %", metric='dice' if t == 'segment' else 'macro_auroc'), []
         d = runs[(runs['task'] == t) & (runs['fraction'] == f)]
-        row['dataset'] = ', '.join(sorted(set(d['dataset'].dropna().astype(str)))) or '—'
+        row['dataset'] = _datasets(d) or '—'
         for i in inits:
             r = d[d['init'] == i]
             if not len(r): row[f'ours_{i}'] = 'not run'; continue
@@ -316,14 +317,15 @@ def plot_finetune(runs:pd.DataFrame, # from `read_finetune`
             err = None if g['ci_lo'].isna().any() else np.vstack([g['value'] - g['ci_lo'], g['ci_hi'] - g['value']])
             ax.errorbar(x * (1 + 0.04 * (j - 0.5)), g['value'], yerr=err, marker='o', capsize=3, label=f'ours, {i}')
         ylabel = _METRIC_LABELS.get(d['metric'].iloc[0], d['metric'].iloc[0])
-        ds = ', '.join(sorted(set(d['dataset'].dropna().astype(str)))) or '?'
+        ds = _datasets(d) or '?'
         frac_axis(ax); ax.set(ylabel=ylabel, title=f"{t}: ours ({ds}{', synthetic' if ds in SYNTHETIC_DATASETS else ''})")
         ax.title.set_fontsize(9); ax.legend(fontsize=7, loc='lower right')
         p = pub.get(t) or {}
         if p.get('fractions'):
             fr = sorted((float(f), v) for f, v in p['fractions'].items())
             bx.plot([f * 100 for f, _ in fr], [v for _, v in fr], 'k*:', ms=10, label=p.get('label', 'paper'))
-            frac_axis(bx); bx.set(ylabel=_METRIC_LABELS.get(p.get('metric'), p.get('metric', '?')), title=_paper_label(p))   # the paper's own metric; bx.legend(fontsize=7, loc='lower right')
+            frac_axis(bx); bx.set(ylabel=_METRIC_LABELS.get(p.get('metric'), p.get('metric', '?')), title=_paper_label(p))   # the paper's own metric
+            bx.legend(fontsize=7, loc='lower right')
             bx.title.set_fontsize(9); bx.title.set_color('#8a2a00')
         else: bx.axis('off'); bx.text(.5, .5, f"no published number for {t}", ha='center', va='center', transform=bx.transAxes, fontsize=8)
     fig.suptitle("Fine-tuning. Top: ours. Bottom: the paper's, on real data; different data, not comparable", fontsize=10)

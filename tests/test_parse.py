@@ -472,3 +472,33 @@ def test_cli_corpus_convention_flags(tmp_path):
     assert {('atelectasis', -1), ('pneumonia', -1), ('nodule', 1)} <= got
     st = json.loads(stats.read_text())
     assert st['bioscope_hedges'] is True and st['nodular_as_nodule'] is True
+
+def test_other_exam_parts_of_a_multi_part_report_are_skipped(rp):
+    "Findings under another body part's header ('Left ankle.', 'Right shoulder:') belong to that exam's images, not the chest's."
+    from medklip.text.parse import exam_header
+    assert exam_header('Right elbow and forearm') == 'other_exam' and exam_header('2. chest') == 'chest_exam'
+    assert exam_header('Mild degenerative change') is None
+    r = {'findings': 'Chest. Small left pleural effusion. Left ankle. Midfoot degenerative changes. No acute fracture.',
+         'impression': 'Chest: no pneumothorax. Right shoulder: the lateral screw is fractured. Chest. Small effusion.'}
+    got = ex(rp, r)
+    assert ('effusion', 1) in got and ('pneumothorax', 0) in got
+    assert not {e for e, _ in got} & {'degenerative', 'fracture'}
+    assert ('degenerative', 1) in ex(rp, 'Degenerative changes of the thoracic spine.')   # the spine on the chest image still counts
+
+@pytest.mark.parametrize('text,entity,exist', [
+    ('No pleural effusion.. Multiple calcified granulomas bilaterally.', 'calcification', 1),   # '..' ends a sentence
+    ('Calcification is seen over the mediastinum; a calcified node is not identified.', 'calcification', 1),
+    ('Calcification is seen over the mediastinum xxxx a calcified node is not identified.', 'calcification', 1),  # an affirmed predicate ends the negation's backward reach
+    ('The catheter tip is visualized in the mid SVC.', 'catheter', 1),                        # ... but not the position's
+    ('Aspiration or edema are also possible.', 'edema', -1),                                 # predicative hedge after its finding
+    ('Mild opacities, favoring scar or atelectasis.', 'atelectasis', -1),
+    ('Pericardial effusion on a prior CT.', 'effusion', None),                               # not a pleural effusion
+])
+def test_general_scope_and_lexicon_rules(rp, text, entity, exist):
+    got = dict(ex(rp, text))
+    assert got.get(entity) == exist, (text, got)
+
+def test_pulse_generator_is_a_device_not_a_catheter(rp):
+    "A tip over the right atrium from a cardiac generator's leads is not a central line."
+    assert 'catheter' not in dict(ex(rp, 'Cardiac xxxx generator overlies the left upper thorax with xxxx tips overlying the right atrium.'))
+    assert ('catheter', 1) in ex(rp, 'Right chest catheter tip in the right atrium.')

@@ -16,11 +16,11 @@ from ..core import MedklipError, InputError, atomic_write, save_json, resource_p
 from ..vocab import ENTITIES, POSITIONS, ENTITY_INDEX, POSITION_INDEX, ENTITY_GROUP
 
 # %% auto #0
-__all__ = ['CONTEXT_KINDS', 'CONTEXT_DIRECTIONS', 'MEDSPACY_PIN', 'SKIP_SECTIONS', 'SKIP_CATEGORIES', 'load_terms',
+__all__ = ['CONTEXT_KINDS', 'CONTEXT_DIRECTIONS', 'MEDSPACY_PIN', 'SKIP_SECTIONS', 'SKIP_CATEGORIES', 'EXAM_SIDES', 'load_terms',
            'load_position_rules', 'load_frames', 'medspacy_resource', 'load_context_rules', 'load_own_cues',
            'anatomy_categories', 'positions_for', 'load_section_headers', 'section_category', 'normalize_text',
-           'split_sections', 'RuleEngine', 'ReportParser', 'label_matrix', 'exist_vector', 'iter_reports',
-           'parse_corpus', 'parse_reports_cli']
+           'split_sections', 'RuleEngine', 'exam_header', 'ReportParser', 'label_matrix', 'exist_vector',
+           'iter_reports', 'parse_corpus', 'parse_reports_cli']
 
 # %% ../../nbs/06_text.parse.ipynb #0792e3e9
 def _read_tsv(name:str) -> list[list[str]]:
@@ -183,8 +183,8 @@ def load_own_cues() -> tuple[tuple, ...]:
     "The project's own cue rules from `parse_cues.tsv` as (surface forms, kind, direction, cue as written, reason)."
     out = []
     for r in _read_tsv('parse_cues.tsv'):
-        if len(r) != 4 or r[1] not in ('neg', 'unc', 'prob', 'bioscope', 'pseudo', 'term', 'term_unc', 'off') or r[2] not in ('pre', 'post', 'both') or not r[3]:
-            raise MedklipError(f"parse_cues.tsv: row {r!r} needs 4 tab-separated cells: cue, kind (neg/unc/prob/bioscope/pseudo/term/term_unc/off), "
+        if len(r) != 4 or r[1] not in ('neg', 'unc', 'prob', 'bioscope', 'pseudo', 'term', 'term_neg', 'term_unc', 'off') or r[2] not in ('pre', 'post', 'both') or not r[3]:
+            raise MedklipError(f"parse_cues.tsv: row {r!r} needs 4 tab-separated cells: cue, kind (neg/unc/prob/bioscope/pseudo/term/term_neg/term_unc/off), "
                                f"direction (pre/post/both), a one-line reason")
         out.append((tuple(_cue_variants(r[0])), r[1], r[2], r[0], r[3]))
     return tuple(out)
@@ -228,7 +228,7 @@ def positions_for(cats:frozenset) -> tuple[str, ...]:
 
 # %% ../../nbs/06_text.parse.ipynb #e8dab9a9
 _DEID = re.compile(r'x{3,}|_{2,}|\[\*\*[^\]]*\*\*\]', re.I)
-_SENT = re.compile(r'(?<=[a-z0-9%)\]])\.(?=\s|$)|(?<=[a-z0-9%)\]] )\.(?=\s|$)|\.\s+(?=\d+\.\s)|\n\s*\n|\n(?=\s*\d+[.)]\s)|[?!](?=\s|$)')
+_SENT = re.compile(r'(?<=[a-z0-9%)\]])\.+(?=\s|$)|(?<=[a-z0-9%)\]] )\.+(?=\s|$)|\.\s+(?=\d+\.\s)|\n\s*\n|\n(?=\s*\d+[.)]\s)|[?!](?=\s|$)')
 _WORD = re.compile(r"[a-z][a-z'/]*")
 
 #: sections whose text is a reason for the exam or a procedure note, not a finding (by header name) ...
@@ -239,7 +239,9 @@ SKIP_SECTIONS = frozenset({'indication', 'indications', 'history', 'clinical his
 #: ... or by the section category of medspaCy's section rules / parse_sections.tsv
 SKIP_CATEGORIES = frozenset({'history_of_present_illness', 'past_medical_history', 'reason_for_examination', 'chief_complaint',
     'family_history', 'social_history', 'medications', 'allergy', 'allergies', 'comparison', 'indication', 'technique',
-    'notification', 'recommendation', 'signature', 'patient_instructions', 'patient_education'})
+    'notification', 'recommendation', 'signature', 'patient_instructions', 'patient_education', 'other_exam'})
+#: header prefixes an `other_exam` header (another body part's radiograph in a multi-part report) may carry
+EXAM_SIDES = ('left', 'right', 'bilateral')
 
 @lru_cache(None)
 def load_section_headers() -> dict[str, str]:
@@ -252,6 +254,7 @@ def load_section_headers() -> dict[str, str]:
     for r in _read_tsv('parse_sections.tsv'):
         if len(r) != 3 or not r[2]: raise MedklipError(f"parse_sections.tsv: row {r!r} needs 3 tab-separated cells: header, category, reason")
         out[r[0]] = r[1]
+        if r[1] == 'other_exam': out.update({f'{s} {r[0]}': r[1] for s in EXAM_SIDES})
     return out
 
 @lru_cache(None)
@@ -385,8 +388,25 @@ class RuleEngine:
 
 # %% ../../nbs/06_text.parse.ipynb #1c6731b1
 def _sentence_spans(body:str) -> list[str]:
-    "Sentences of a section body."
-    return [x for x in _SENT.split(body) if x and x.strip()]
+    "Sentences of a section body, without those under another exam part's header sentence (see `exam_header`)."
+    out, chest = [], True
+    for x in _SENT.split(body):
+        if not x or not x.strip(): continue
+        part = exam_header(x) if len(x) < 80 else None
+        if part is not None: chest = part == 'chest_exam'
+        elif chest: out.append(x)
+    return out
+
+@lru_cache(None)
+def _exam_sentence_re():
+    heads = [h for h, c in load_section_headers().items() if c in ('chest_exam', 'other_exam')]
+    one = _trie_regex(heads)
+    return re.compile(rf'\s*(?:\d+[.)]\s*)?({one})(?:\s*(?:,|and|&)\s*(?:{one}))*\s*[.:]?\s*', re.I)
+
+def exam_header(sentence:str) -> str|None:
+    "'chest_exam' or 'other_exam' when a sentence is nothing but an exam part's name ('Left ankle', 'Right elbow and forearm', 'Chest'), else None."
+    m = _exam_sentence_re().fullmatch(sentence)
+    return None if m is None else section_category(' '.join(m.group(1).lower().split()))
 
 _LONG_WORD = re.compile(r"[a-z][a-z'/]{5,}")  # the words of 6 letters or more that `_WORD` finds
 

@@ -487,12 +487,14 @@ def test_other_exam_parts_of_a_multi_part_report_are_skipped(rp):
 
 @pytest.mark.parametrize('text,entity,exist', [
     ('No pleural effusion.. Multiple calcified granulomas bilaterally.', 'calcification', 1),   # '..' ends a sentence
-    ('Calcification is seen over the mediastinum; a calcified node is not identified.', 'calcification', 1),
-    ('Calcification is seen over the mediastinum xxxx a calcified node is not identified.', 'calcification', 1),  # an affirmed predicate ends the negation's backward reach
+    ('Calcification is seen over the mediastinum; a nodule is not identified.', 'nodule', 0),
+    ('Calcification is seen over the mediastinum xxxx a nodule is not identified.', 'calcification', 1),  # an affirmed predicate ends the negation's backward reach
     ('The catheter tip is visualized in the mid SVC.', 'catheter', 1),                        # ... but not the position's
     ('Aspiration or edema are also possible.', 'edema', -1),                                 # predicative hedge after its finding
     ('Mild opacities, favoring scar or atelectasis.', 'atelectasis', -1),
     ('Pericardial effusion on a prior CT.', 'effusion', None),                               # not a pleural effusion
+    ('Stable enlarged cardiomediastinal silhouette.', 'cardiomegaly', None),                 # heart and mediastinum: not specific
+    ('Enlarged cardiac silhouette.', 'cardiomegaly', 1),
 ])
 def test_general_scope_and_lexicon_rules(rp, text, entity, exist):
     got = dict(ex(rp, text))

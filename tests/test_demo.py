@@ -213,3 +213,21 @@ def test_demo_knowledge_reaches_the_pipeline_and_copies_no_seen_text():
     for k in demo_findings(seen=True):
         assert not grams(kb.text(k)) & grams(q.text), k              # no 4-word run of a seen description in the unseen one
         assert resolve_query(k, "demo", "description").kind == "entity"  # seen findings are vocabulary entities
+
+
+def test_skin_fold_is_a_line_without_the_pneumothorax_lucency():
+    "A skin fold (the pneumothorax mimic) brightens a thin line over an upper lung and darkens nothing; a pneumothorax darkens the apex."
+    from medklip.data.demo import draw_geometry, render_image, _skin_fold, _grid
+    with pytest.raises(MedklipError, match='mimic_rate'): DemoParams(mimic_rate=2)
+    g = draw_geometry(np.random.default_rng(0))
+    u, v = _grid(256, 256, g['angle'])
+    add = np.zeros((256, 256), np.float32)
+    _skin_fold(np.random.default_rng(3), add, u, v, g, 256)
+    assert (add > .03).sum() > 30 and (add > .03).mean() < .02   # a thin line appears ...
+    assert add.min() >= 0                                        # ... and nothing turns darker
+    assert (add > .03)[:128].sum() > (add > .03)[128:].sum()      # over the upper chest
+    ptx = np.zeros((256, 256), np.float32)
+    from medklip.data.demo import _draw_finding, anatomy_map, _base_image
+    anat = anatomy_map(u, v, g); _, lungs = _base_image(np.random.default_rng(4), u, v, g, 256, 256, anat)
+    m, _ = _draw_finding(np.random.default_rng(3), 'pneumothorax', 'right_apical_lung', False, ptx, u, v, g, anat, lungs, 256, 256)
+    assert ptx[m].mean() < -.05                                  # the pneumothorax band is darker than the lung it replaces

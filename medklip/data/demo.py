@@ -26,7 +26,7 @@ __all__ = ['CHEXPERT_COLUMNS', 'FORMAT_VERSION', 'demo_spec', 'demo_findings', '
 CHEXPERT_COLUMNS = ['Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Enlarged Cardiomediastinum', 'Fracture',
                     'Lung Lesion', 'Lung Opacity', 'No Finding', 'Pleural Effusion', 'Pleural Other', 'Pneumonia',
                     'Pneumothorax', 'Support Devices']
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 @lru_cache(None)
 def demo_spec() -> dict:
@@ -64,6 +64,7 @@ class DemoParams:
     noise: float = .02                        # typical standard deviation of the quantum noise (image units, 0-1; drawn 0.6-1.4x per image)
     missed_rate: float = .08                  # chance a drawn seen finding goes unmentioned in its report (label noise)
     hedge_rate: float = .1                    # chance a clearly drawn seen finding is reported hedged (uncertain) all the same
+    mimic_rate: float = .06                   # chance an image shows a skin fold: a thin white line over an upper lung, the classic pneumothorax mimic
 
     def __post_init__(self):
         for k in ('studies_per_patient', 'size', 'split_fractions', 'contrast'):
@@ -78,7 +79,7 @@ class DemoParams:
             raise MedklipError(f"demo_data.split_fractions must be three positive numbers (train, validate, test), got {self.split_fractions}")
         if not 0 < self.contrast[0] <= self.contrast[1]: raise MedklipError(f"demo_data.contrast must be 0 < min ≤ max, got {self.contrast}")
         if not 0 <= self.noise <= .2: raise MedklipError(f"demo_data.noise must lie in [0, 0.2], got {self.noise}")
-        for k in ('normal_rate', 'faint_rate', 'unseen_rate', 'negation_rate', 'missed_rate', 'hedge_rate'):
+        for k in ('normal_rate', 'faint_rate', 'unseen_rate', 'negation_rate', 'missed_rate', 'hedge_rate', 'mimic_rate'):
             if not 0 <= getattr(self, k) <= 1: raise MedklipError(f"demo_data.{k} must lie in [0, 1], got {getattr(self, k)}")
 
     def to_dict(self) -> dict: return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -256,7 +257,7 @@ def _draw_finding(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, s
             sig = rng.uniform(.028, .045)
             blob += np.exp(-((u - u[cy, cx] - ou)**2 + ((v - v[cy, cx] - ov)*asp)**2)/(2*sig**2))
         m = allowed & (blob > .6)
-        img += k*.42*soft(m, 1.5)*tex()
+        img += k*.46*soft(m, 1.5)*tex()
     elif name == 'atelectasis':               # opacity, line / band, base
         m = np.zeros(u.shape, bool)
         for sd in (['right', 'left'] if side == 'both' else [side]):
@@ -283,15 +284,15 @@ def _draw_finding(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, s
         img += scale*amp*haze*ndimage.gaussian_filter(lungs.astype(np.float32), h/256)*tex(3.)
         attrs['size'] = 'mild' if amp < .2 else 'moderate'
     elif name == 'pneumothorax':              # lucency, crescent band along the edge of the lung, apex; a thin pleural line
-        big = not faint and rng.random() < .5
-        drop, shrink = (rng.uniform(.07, .10), rng.uniform(.22, .3)) if big else (rng.uniform(.045, .065), rng.uniform(.15, .2))
+        e = rng.random()                      # extent, continuous: from a thin rim at the apex (0) to a large pneumothorax (1)
+        drop, shrink = (.04 + .06*e, .13 + .17*e) if not faint else (.03 + .02*e, .07 + .05*e)
         lung, t, _ = _lung(u, v, g, side)
         collapsed, _, _ = _lung(u, v, g, side, shrink=shrink, drop=drop)
         m = allowed & lung & ~collapsed
         img -= k*.16*soft(m, .8)
         edge = collapsed & ~ndimage.binary_erosion(collapsed, iterations=max(1, round(h/200))) & (t < .42)
         img += k*.11*soft(edge, .5)
-        attrs['size'] = 'moderate' if big else 'small'
+        attrs['size'] = 'moderate' if shrink > .2 else 'small'
     elif name == 'cardiomegaly':              # the heart itself is wider (drawn by `render_image` with a larger ratio)
         m = anat == demo_spec()['region_id']['heart_size']
         attrs['size'] = 'mild' if g['ctr'] < .56 else 'moderate' if g['ctr'] < .61 else 'severe'
@@ -308,12 +309,21 @@ def _draw_finding(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, s
 # %% ../../nbs/04_data.demo.ipynb #8ddc5088
 _DRAW_ORDER = ['cardiomegaly', 'effusion', 'consolidation', 'atelectasis', 'nodule', 'mass', 'edema', 'pneumothorax', 'pneumoperitoneum']
 
+def _skin_fold(rng, img, u, v, g, h, scale:float=1.):
+    "A skin fold: the thin white curved line of a pneumothorax's pleural edge over an upper lung, without the lucency or missing lung markings beyond it."
+    side = 'right' if rng.random() < .5 else 'left'
+    shrink, drop = rng.uniform(.10, .28), rng.uniform(.03, .09)
+    fold, t, _ = _lung(u, v, g, side, shrink=shrink, drop=drop)
+    edge = fold & ~ndimage.binary_erosion(fold, iterations=max(1, round(h/200))) & (t < rng.uniform(.35, .5))
+    img += scale*.11*ndimage.gaussian_filter(edge.astype(np.float32), .5*h/256)
+
 def render_image(rng:np.random.Generator, # draws everything random about this image
                  h:int, w:int,            # image size in pixels
                  g:dict,                  # patient anatomy from `draw_geometry`
                  findings:list,           # (finding, position, faint) to draw
                  contrast:tuple=(1., 1.), # min, max amplitude multiplier drawn per finding
                  noise:float=.02,         # typical quantum noise standard deviation
+                 mimic:float=0.,          # chance of a skin fold (a pneumothorax mimic), drawn with or without findings
                 ) -> tuple:
     "Draw one radiograph; returns (uint8 image, uint8 anatomy map, [dict(finding, position, faint, mask, **attrs)])."
     g = dict(g, angle=g['angle'] + rng.uniform(-1, 1))
@@ -326,6 +336,7 @@ def render_image(rng:np.random.Generator, # draws everything random about this i
         scale = float(rng.uniform(*contrast)) if contrast[0] < contrast[1] else float(contrast[0])
         m, attrs = _draw_finding(rng, name, pos, faint, img, u, v, g, anat, lungs, h, w, scale)
         if m.sum() >= 12: drawn.append(dict(finding=name, position=pos, faint=faint, mask=m, **attrs))
+    if rng.random() < mimic: _skin_fold(rng, img, u, v, g, h, float(rng.uniform(*contrast)))
     return _finish(rng, img, h, noise), anat, drawn
 
 # %% ../../nbs/04_data.demo.ipynb #649ea95f
@@ -431,7 +442,7 @@ def _generate(root:Path, p:DemoParams) -> dict:
             rng = np.random.default_rng([p.seed, pi, si + 1])
             subject, study, dicom = _ids(p.seed, pi, si)
             h, w = (int(x) for x in rng.integers(p.size[0], p.size[1] + 1, 2))
-            img, anat, drawn = render_image(rng, h, w, g, _draw_findings(rng, p, splits[pi]), p.contrast, p.noise)
+            img, anat, drawn = render_image(rng, h, w, g, _draw_findings(rng, p, splits[pi]), p.contrast, p.noise, p.mimic_rate)
             report, chex = write_report(rng, drawn, p.negation_rate, p.missed_rate, p.hedge_rate)
             rel = Path(f"files/p{str(subject)[:2]}/p{subject}/s{study}")
             (root/rel).mkdir(parents=True, exist_ok=True)

@@ -156,7 +156,7 @@ def test_iu_bench_smoke(shared_dir, tmp_path):
     ('Essentially resolved bibasilar atelectasis.', 'atelectasis', 0),  # "resolved" before the finding negates it too
     ('Age-indeterminate wedging of a midthoracic vertebral body.', 'deformity', 1),  # hedges the age, not the finding
     ('Age indeterminate fracture of the right 9th rib.', 'fracture', 1),
-    ('Indeterminate nodule in the right upper lobe.', 'nodule', -1),  # bare "indeterminate" still hedges
+    ('Indeterminate nodule in the right upper lobe.', 'nodule', 1),   # an indeterminate nodule is a nodule of undetermined nature
 ])
 def test_equivalences_and_scope(rp, text, entity, exist):
     assert (entity, exist) in ex(rp, text)
@@ -495,6 +495,12 @@ def test_other_exam_parts_of_a_multi_part_report_are_skipped(rp):
     ('Pericardial effusion on a prior CT.', 'effusion', None),                               # not a pleural effusion
     ('Stable enlarged cardiomediastinal silhouette.', 'cardiomegaly', None),                 # heart and mediastinum: not specific
     ('Enlarged cardiac silhouette.', 'cardiomegaly', 1),
+    ('Small rounded densities not seen on the previous exam.', 'density', 1),                # a comparison: new, not absent
+    ('A nodule not previously seen.', 'nodule', 1),
+    ('Effusion is not seen.', 'effusion', 0),
+    ('Indeterminate 1.4 cm opacity.', 'opacity', 1),                                         # its nature is indeterminate, not its existence
+    ('No indeterminate nodules.', 'nodule', 0),
+    ('Small medial pleural air collection.', 'pneumothorax', 1),
 ])
 def test_general_scope_and_lexicon_rules(rp, text, entity, exist):
     got = dict(ex(rp, text))

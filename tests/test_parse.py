@@ -484,6 +484,7 @@ def test_other_exam_parts_of_a_multi_part_report_are_skipped(rp):
     assert ('effusion', 1) in got and ('pneumothorax', 0) in got
     assert not {e for e, _ in got} & {'degenerative', 'fracture'}
     assert ('degenerative', 1) in ex(rp, 'Degenerative changes of the thoracic spine.')   # the spine on the chest image still counts
+    assert ex(ReportParser(backend='spacy'), r) == got                                   # the spaCy backend filters the same
 
 @pytest.mark.parametrize('text,entity,exist', [
     ('No pleural effusion.. Multiple calcified granulomas bilaterally.', 'calcification', 1),   # '..' ends a sentence

@@ -387,15 +387,18 @@ class RuleEngine:
         return ents
 
 # %% ../../nbs/06_text.parse.ipynb #1c6731b1
-def _sentence_spans(body:str) -> list[str]:
-    "Sentences of a section body, without those under another exam part's header sentence (see `exam_header`)."
+def _chest_only(sentences) -> list[str]:
+    "`sentences` of one section body without the header sentences of exam parts and those under another part's header (see `exam_header`)."
     out, chest = [], True
-    for x in _SENT.split(body):
-        if not x or not x.strip(): continue
+    for x in sentences:
         part = exam_header(x) if len(x) < 80 else None
         if part is not None: chest = part == 'chest_exam'
         elif chest: out.append(x)
     return out
+
+def _sentence_spans(body:str) -> list[str]:
+    "Sentences of a section body (only the chest part's, in a multi-part report)."
+    return _chest_only(x for x in _SENT.split(body) if x and x.strip())
 
 @lru_cache(None)
 def _exam_sentence_re():
@@ -608,7 +611,7 @@ class ReportParser:
     def parse(self, report) -> list[dict]:
         "Triplets {entity, position, exist} of one report (str or dict of section → text)."
         bodies = self._sections(report)
-        sents = (s for b in bodies for s in (_sentence_spans(b) if self.nlp is None else _spacy_sentences(self.nlp, b, self.engine)))
+        sents = (s for b in bodies for s in (_sentence_spans(b) if self.nlp is None else _chest_only(_spacy_sentences(self.nlp, b, self.engine))))
         trips = (t for s in sents for t in self.engine.sentence_triplets(s))
         if self.uncertain_as != -1: trips = ((e, p, self.uncertain_as if x == -1 else x) for e, p, x in trips)
         return _dedup(trips)
@@ -665,7 +668,7 @@ def _spacy_sentences(nlp, body:str, engine=None) -> list[str]:
         for a, b, long in subs:
             if sent.start_char <= a and b <= sent.end_char:
                 t = t[:a - sent.start_char] + long + t[b - sent.start_char:]
-        out.extend(_sentence_spans(t))
+        out.extend(x for x in _SENT.split(t) if x and x.strip())  # exam parts are filtered over the whole body
     return out
 
 # %% ../../nbs/06_text.parse.ipynb #73da9bcc

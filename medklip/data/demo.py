@@ -157,6 +157,13 @@ def anatomy_map(u, v, g) -> np.ndarray:
     a[(np.abs(u - .5) < .018) & (v > .02) & (v < g['hilum_y'] - .08)] = rid['trachea']
     return a
 
+def _pleural_line(u, v, g, side:str, shrink:float, drop:float, h:int, top:float):
+    "A collapsed lung (`_lung` with `shrink`, `drop`) and the thin line of its pleural edge over the upper lung (t < `top`)."
+    collapsed, t, _ = _lung(u, v, g, side, shrink=shrink, drop=drop)
+    edge = collapsed & ~ndimage.binary_erosion(collapsed, iterations=max(1, round(h/200))) & (t < top)
+    return collapsed, edge
+
+
 # %% ../../nbs/04_data.demo.ipynb #7f9436cf
 def _allowed(anat, position:str) -> np.ndarray:
     "Pixels of the anatomy regions a finding at `position` may cover."
@@ -286,11 +293,10 @@ def _draw_finding(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, s
     elif name == 'pneumothorax':              # lucency, crescent band along the edge of the lung, apex; a thin pleural line
         e = rng.random()                      # extent, continuous: from a thin rim at the apex (0) to a large pneumothorax (1)
         drop, shrink = (.04 + .06*e, .13 + .17*e) if not faint else (.03 + .02*e, .07 + .05*e)
-        lung, t, _ = _lung(u, v, g, side)
-        collapsed, _, _ = _lung(u, v, g, side, shrink=shrink, drop=drop)
+        lung, _, _ = _lung(u, v, g, side)
+        collapsed, edge = _pleural_line(u, v, g, side, shrink, drop, h, .42)
         m = allowed & lung & ~collapsed
         img -= k*.16*soft(m, .8)
-        edge = collapsed & ~ndimage.binary_erosion(collapsed, iterations=max(1, round(h/200))) & (t < .42)
         img += k*.11*soft(edge, .5)
         attrs['size'] = 'moderate' if shrink > .2 else 'small'
     elif name == 'cardiomegaly':              # the heart itself is wider (drawn by `render_image` with a larger ratio)
@@ -312,9 +318,8 @@ _DRAW_ORDER = ['cardiomegaly', 'effusion', 'consolidation', 'atelectasis', 'nodu
 def _skin_fold(rng, img, u, v, g, h, scale:float=1.):
     "A skin fold: the thin white curved line of a pneumothorax's pleural edge over an upper lung, without the lucency or missing lung markings beyond it."
     side = 'right' if rng.random() < .5 else 'left'
-    shrink, drop = rng.uniform(.10, .28), rng.uniform(.03, .09)
-    fold, t, _ = _lung(u, v, g, side, shrink=shrink, drop=drop)
-    edge = fold & ~ndimage.binary_erosion(fold, iterations=max(1, round(h/200))) & (t < rng.uniform(.35, .5))
+    shrink, drop, top = rng.uniform(.10, .28), rng.uniform(.03, .09), rng.uniform(.35, .5)
+    _, edge = _pleural_line(u, v, g, side, shrink, drop, h, top)
     img += scale*.11*ndimage.gaussian_filter(edge.astype(np.float32), .5*h/256)
 
 def render_image(rng:np.random.Generator, # draws everything random about this image

@@ -396,9 +396,13 @@ def _chest_only(sentences) -> list[str]:
         elif chest: out.append(x)
     return out
 
+def _split_sentences(text:str) -> list[str]:
+    "The non-blank pieces of `text` between sentence ends."
+    return [x for x in _SENT.split(text) if x and x.strip()]
+
 def _sentence_spans(body:str) -> list[str]:
     "Sentences of a section body (only the chest part's, in a multi-part report)."
-    return _chest_only(x for x in _SENT.split(body) if x and x.strip())
+    return _chest_only(_split_sentences(body))
 
 @lru_cache(None)
 def _exam_sentence_re():
@@ -668,7 +672,7 @@ def _spacy_sentences(nlp, body:str, engine=None) -> list[str]:
         for a, b, long in subs:
             if sent.start_char <= a and b <= sent.end_char:
                 t = t[:a - sent.start_char] + long + t[b - sent.start_char:]
-        out.extend(x for x in _SENT.split(t) if x and x.strip())  # exam parts are filtered over the whole body
+        out.extend(_split_sentences(t))  # exam parts are filtered over the whole body
     return out
 
 # %% ../../nbs/06_text.parse.ipynb #73da9bcc

@@ -160,6 +160,8 @@ def test_inspector_in_jupyterlab(lab):
             page.get_by_role('button', name='clear selection').click()
             box.fill(''); box.press('Enter')
             page.get_by_text('choose an entity', exact=False).first.wait_for(timeout=15_000)
+            # the widget messages arrive in order but the views update asynchronously: give the panels time to go
+            page.wait_for_function("() => document.querySelectorAll('img.widget-image').length === 0", timeout=15_000)
             assert page.get_by_text('choose an entity', exact=False).first.is_visible() and page.locator('img.widget-image').count() == 0
         except Exception:
             fail = lab['tmp']/'inspector_failure.png'

@@ -377,7 +377,6 @@ class Inspector(W.VBox):
         if self._image is None: return
         base = self._display_image()
         shown = [q for q in self.queries if (self._image_key, q) in self._cache]
-        self.hint.value = f"<b style='color:#a60'>{HINT}</b>" if not shown else ''
         scores = [self._cache[(self._image_key, q)][0] for q in shown]
         maps, ranges = scale_maps([resize_map(self._cache[(self._image_key, q)][1], base.shape) for q in shown], scores, self.scale.value)
         self.rendered = dict(zip(shown, maps))
@@ -402,6 +401,8 @@ class Inspector(W.VBox):
             (box.add_class if below else box.remove_class)('medklip-below')
             children.append(box)
         if tuple(children) != tuple(self.panels.children): self.panels.children = children
+        # the hint last: the browser gets the panel change before the hint, so a visible hint means the panels are gone
+        self.hint.value = f"<b style='color:#a60'>{HINT}</b>" if not shown else ''
 
 def _esc(s:str) -> str:
     import html; return html.escape(s)

@@ -31,13 +31,6 @@ def _read_tsv(name:str) -> list[list[str]]:
         rows.append([c.strip() for c in line.split('\t')])
     return rows
 
-def _term_regex(term:str) -> str:
-    "Regex for one surface form: words separated by flexible space/hyphen, trailing '*' = any word ending."
-    star = term.endswith('*')
-    words = re.split(r'[\s]+', term.rstrip('*'))
-    body = r'[\s-]+'.join(re.escape(w) for w in words)
-    return body + (r'[a-z]*' if star else '')
-
 @lru_cache(None)
 def load_terms() -> list[tuple[str, tuple[str, ...]]]:
     "Surface forms → entities from `entity_terms.tsv`, checked against the 75 entities."
@@ -90,16 +83,21 @@ def medspacy_resource(name:str,        # file name under medspaCy's resources/<l
     raise MedklipError(f"medspaCy's resources/{lang}/{name} is not installed (the report parser reads its ConText and section rules); "
                        f"run: {Path(sys.executable).name} -m pip install --no-deps {MEDSPACY_PIN}  (--no-deps: only its data files are used)")
 
-def _trie_regex(words) -> str:
-    "One regex matching any of `words`, longest first at each position (a trie, so a failing prefix fails once); a space matches white space or hyphens, a word ending in a letter must end a word."
+def _trie_regex(words,                 # surface forms; a trailing '*' matches any word ending ('opacit*')
+                space:str=r'[\s-]+',    # what a space in a form matches
+                word_end:bool=True      # a form ending in a letter must end a word (False: the caller adds its own boundary)
+               ) -> str:
+    "One regex matching any of `words`, longest first at each position: a trie, so a failing prefix fails once, not once per form."
     trie = {}
     for w in words:
+        star = w.endswith('*')
         n = trie
-        for ch in w: n = n.setdefault(ch, {})
-        n[None] = True
+        for ch in (w[:-1] if star else w): n = n.setdefault(ch, {})
+        n['*' if star else None] = True
     def emit(n, last):
-        alts = [(r'[\s-]+' if ch == ' ' else re.escape(ch)) + emit(n[ch], ch) for ch in sorted(k for k in n if k is not None)]
-        if None in n: alts.append(r'(?![a-z])' if last.isalpha() else '')   # the shorter match is tried last
+        alts = [(space if ch == ' ' else re.escape(ch)) + emit(n[ch], ch) for ch in sorted(k for k in n if k not in (None, '*'))]
+        if '*' in n: alts.append('[a-z]*')   # then any word ending, then the form itself: the shorter match is tried last
+        if None in n: alts.append(r'(?![a-z])' if word_end and last.isalpha() else '')
         return alts[0] if len(alts) == 1 else '(?:' + '|'.join(alts) + ')'
     return emit(trie, '') if trie else '(?!)'
 
@@ -228,7 +226,8 @@ def positions_for(cats:frozenset) -> tuple[str, ...]:
 
 # %% ../../nbs/06_text.parse.ipynb #e8dab9a9
 _DEID = re.compile(r'x{3,}|_{2,}|\[\*\*[^\]]*\*\*\]', re.I)
-_SENT = re.compile(r'(?<=[a-z0-9%)\]])\.+(?=\s|$)|(?<=[a-z0-9%)\]] )\.+(?=\s|$)|\.\s+(?=\d+\.\s)|\n\s*\n|\n(?=\s*\d+[.)]\s)|[?!](?=\s|$)')
+# the leading lookahead lets every position that is no '.', newline, '?' or '!' fail at once (half the split time)
+_SENT = re.compile(r'(?=[.\n?!])(?:(?<=[a-z0-9%)\]])\.+(?=\s|$)|(?<=[a-z0-9%)\]] )\.+(?=\s|$)|\.\s+(?=\d+\.\s)|\n\s*\n|\n(?=\s*\d+[.)]\s)|[?!](?=\s|$))')
 _WORD = re.compile(r"[a-z][a-z'/]*")
 
 #: sections whose text is a reason for the exam or a procedure note, not a finding (by header name) ...
@@ -287,9 +286,6 @@ def split_sections(text:str) -> list[tuple[str, str]]:
     return [(n, b) for n, b in out if b.strip()]
 
 # %% ../../nbs/06_text.parse.ipynb #a7d8cff9
-def _alternation(items:list[str]) -> str:
-    return '|'.join(sorted(items, key=len, reverse=True))
-
 @lru_cache(None)
 def _cue_matcher():
     "The cue regex, surface form -> (kind, direction, source) table and (regex, value) rules: medspaCy's ConText rules, then the project's own (an own rule overrides a medspaCy rule of the same surface form)."
@@ -321,14 +317,14 @@ class RuleEngine:
         self._kind_map = {'bioscope': 'prob' if bioscope_hedges else None, 'off': None}  # option-dependent cue kinds (None = not a cue)
         terms = load_terms()
         if nodular_as_nodule: terms = [(t, es + ('nodule',) if t.startswith('nodular ') and 'nodule' not in es else es) for t, es in terms]
-        self.term_re = re.compile(r'\b(?:' + _alternation([_term_regex(t) for t, _ in terms]) + r')\b')
+        # tries, not one alternative per form: the same matches, about twice as fast (BENCHMARKS.md, session 7)
+        self.term_re = re.compile(r'\b(?:' + _trie_regex([' '.join(t.split()) for t, _ in terms], word_end=False) + r')\b')
         self._term_exact = {t: ents for t, ents in terms if not t.endswith('*')}
         self._term_prefix = sorted([(t[:-1], ents) for t, ents in terms if t.endswith('*')], key=lambda x: -len(x[0]))
         self.cue_re, self._cue_table, self._cue_rx = _cue_matcher()
         self._cue_cache = {}
         exact, prefix = _anatomy_lexicon()
-        anat = [re.escape(w) for w in exact] + [re.escape(p) + '[a-z]*' for p, _ in prefix]
-        self.anat_re = re.compile(r'\b(?:' + _alternation(anat) + r')\b')
+        self.anat_re = re.compile(r'\b(?:' + _trie_regex([*exact, *(p + '*' for p, _ in prefix)], space=' ', word_end=False) + r')\b')
         self.implies = {}
         for r in _read_tsv('parse_implications.tsv'):
             unless = frozenset(r[3].split()) if len(r) > 3 else frozenset()
@@ -336,7 +332,7 @@ class RuleEngine:
             if bad: raise MedklipError(f"parse_implications.tsv: row {r!r} names unknown entities {bad}; use names from entities.tsv")
             self.implies.setdefault(r[0], []).append((r[1], r[2], unless))
         self.frames = load_frames()
-        self.frame_re = re.compile(r'\b(?:' + _alternation([_term_regex(w) for f in self.frames for w in f[1]]) + r')\b') if self.frames else None
+        self.frame_re = re.compile(r'\b(?:' + _trie_regex([' '.join(w.split()) for f in self.frames for w in f[1]], word_end=False) + r')\b') if self.frames else None
         self._fuzzy_cache, self._term_cache, self._sentence_cache = {}, {}, {}
         if fuzzy:
             self._known = set(_WORD.findall(' '.join(t for t, _ in terms))) | set(exact) | set(_WORD.findall(' '.join(self._cue_table)))

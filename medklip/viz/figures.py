@@ -16,7 +16,7 @@ from ..core import MedklipError, InputError, atomic_write, resource_path, parse_
 __all__ = ['SATURATED', 'SYNTHETIC_DATASETS', 'TABLE_METRICS', 'FINETUNE_COLUMNS', 'load_paper_results', 'fmt_stat',
            'read_metrics', 'saturation_note', 'zeroshot_table', 'paper_zeroshot_comparison', 'grounding_table',
            'paper_grounding_comparison', 'curves', 'plot_curves', 'read_dvclive', 'plot_training', 'label_stats',
-           'plot_label_stats', 'unseen_table', 'finetune_headline', 'read_finetune', 'finetune_table',
+           'plot_label_stats', 'unseen_table', 'unseen_verdict', 'finetune_headline', 'read_finetune', 'finetune_table',
            'paper_finetune_table', 'plot_finetune', 'gallery_examples', 'plot_gallery', 'save_figure', 'save_table',
            'notebook_parameters', 'run_figures', 'figures_parser', 'figures_cli']
 
@@ -234,6 +234,33 @@ def unseen_table(report:dict, # a `medklip zeroshot` metrics JSON
                          description_auroc=fmt_stat(v.get('auroc_description'), 4),
                          description_minus_name=fmt_stat(v['auroc_description'] - v['auroc_name'], 4) if v.get('auroc_name') is not None else '—'))
     return pd.DataFrame(rows, columns=['finding', 'source', 'dataset', 'n', 'n_pos', 'name_auroc', 'description_auroc', 'description_minus_name'])
+
+def _ci_words(stat:dict, ref:float) -> str:
+    "'above' / 'below' / 'covers' for a {value, ci} statistic's interval against `ref`."
+    lo, hi = stat['ci']
+    return 'above' if lo > ref else 'below' if hi < ref else 'covers'
+
+def unseen_verdict(report:dict) -> list[str]:
+    "One plain sentence per unseen finding of a `medklip zeroshot` report: is each prompt better than chance, and does the description beat the name (paired interval)?"
+    out = []
+    for f, u in (report.get('unseen') or {}).items():
+        parts = []
+        for p in ('name', 'description'):
+            a = ((report.get('prompts', {}).get(p) or {}).get('classes', {}).get(f) or {}).get('auroc')
+            if a is None or not a.get('ci'): parts.append(f"the {p} prompt has no AUROC interval"); continue
+            w = _ci_words(a, 0.5)
+            parts.append(f"the {p} prompt gives AUROC {a['value']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}], "
+                         + {'above': 'better than chance', 'below': 'worse than chance', 'covers': 'not shown better than chance (the interval covers 0.5)'}[w])
+        d = u.get('difference')
+        if d and d.get('ci'):
+            w = _ci_words(d, 0.0)
+            diff = f"description − name = {d['value']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]: " + {
+                'above': 'the description beats the name (the paired interval lies above 0)',
+                'below': 'the name beats the description (the paired interval lies below 0)',
+                'covers': 'no difference is shown (the paired interval covers 0)'}[w]
+        else: diff = 'no paired difference was computed'
+        out.append(f"{f} (n = {u.get('n')}, {u.get('n_pos')} positive): " + '; '.join(parts) + f"; {diff}.")
+    return out
 
 # %% ../../nbs/42_viz.figures.ipynb #c7b23bef
 FINETUNE_COLUMNS = ['task', 'init', 'fraction', 'metric', 'value', 'ci_lo', 'ci_hi', 'n_train_images', 'n_test', 'dataset', 'path']

@@ -249,12 +249,12 @@ def unseen_verdict(report:dict) -> list[str]:
             a = ((report.get('prompts', {}).get(p) or {}).get('classes', {}).get(f) or {}).get('auroc')
             if a is None or not a.get('ci'): parts.append(f"the {p} prompt has no AUROC interval"); continue
             w = _ci_words(a, 0.5)
-            parts.append(f"the {p} prompt gives AUROC {a['value']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}], "
+            parts.append(f"the {p} prompt gives AUROC {fmt_stat(a)}, "
                          + {'above': 'better than chance', 'below': 'worse than chance', 'covers': 'not shown better than chance (the interval covers 0.5)'}[w])
         d = u.get('difference')
         if d and d.get('ci'):
             w = _ci_words(d, 0.0)
-            diff = f"description − name = {d['value']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]: " + {
+            diff = f"description − name = {fmt_stat(d)}: " + {
                 'above': 'the description beats the name (the paired interval lies above 0)',
                 'below': 'the name beats the description (the paired interval lies below 0)',
                 'covers': 'no difference is shown (the paired interval covers 0)'}[w]

@@ -401,7 +401,7 @@ class Inspector(W.VBox):
             (box.add_class if below else box.remove_class)('medklip-below')
             children.append(box)
         if tuple(children) != tuple(self.panels.children): self.panels.children = children
-        # the hint last: the browser gets the panel change before the hint, so a visible hint means the panels are gone
+        # the hint last, so the kernel sends the panel change first (the browser still redraws both asynchronously)
         self.hint.value = f"<b style='color:#a60'>{HINT}</b>" if not shown else ''
 
 def _esc(s:str) -> str:

@@ -27,6 +27,7 @@ class KnowledgeEntry:
     name: str = ''  # display name (defaults to the key with spaces)
     category: str | None = None  # a key of `KnowledgeBase.categories`
     aliases: tuple[str, ...] = ()  # other names a user may query it by
+    aspects: dict | None = None  # visual aspects {type: value or [values]} (knowledge.yaml `aspects:` vocabulary)
 
     def __post_init__(self):
         if not self.name: object.__setattr__(self, 'name', self.key.replace('_', ' '))
@@ -78,7 +79,7 @@ class KnowledgeBase:
 _norm = normalize_name
 
 # %% ../../nbs/07_text.knowledge.ipynb #307ee3c3
-_FIELDS = {'description', 'name', 'category', 'aliases'}
+_FIELDS = {'description', 'name', 'category', 'aliases', 'aspects'}
 
 def _read_yaml(path:Path) -> dict:
     try: data = yaml.safe_load(path.read_text(encoding='utf-8'))
@@ -87,7 +88,7 @@ def _read_yaml(path:Path) -> dict:
     except yaml.YAMLError as e: raise InputError(f"not valid YAML ({str(e).splitlines()[0]}); fix the syntax", path=path) from None
     if data is None: return {}
     if not isinstance(data, dict): raise InputError("expected a mapping with sections `categories`, `entities` and/or `extra`", path=path)
-    bad = set(data) - {'version', 'categories', 'entities', 'extra'}
+    bad = set(data) - {'version', 'categories', 'entities', 'extra', 'aspects'}
     if bad: raise InputError(f"unknown section(s) {sorted(bad)}; allowed: categories, entities, extra", path=path)
     return data
 

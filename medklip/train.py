@@ -168,9 +168,11 @@ class SplitData:
 
 # %% ../nbs/20_train.ipynb #d23bc7f9
 def make_synthetic_corpus(root, # folder to write store/, triplets.jsonl and knowledge/ into
-                          n:int=48, size:int=64, text_dim:int=32, seed:int=0):
+                          n:int=48, size:int=64, text_dim:int=32, seed:int=0,
+                          aspects:bool=True): # give the knowledge the packaged aspect vocabulary (random phrase embeddings); False: a folder as written before aspects
     "Write a tiny store + triplets + knowledge embeddings where 'effusion' is a bright disc on one side (for tests and benchmarks)."
     from medklip.text.embed import KnowledgeEmbeddings, save_knowledge_embeddings
+    from medklip.text.knowledge import load_knowledge as knowledge_base
     root = Path(root); (root/'store').mkdir(parents=True, exist_ok=True); (root/'knowledge').mkdir(exist_ok=True)
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size] / size
@@ -196,8 +198,12 @@ def make_synthetic_corpus(root, # folder to write store/, triplets.jsonl and kno
     (root/'triplets.jsonl').write_text('\n'.join(lines) + '\n')
     g = torch.Generator().manual_seed(seed)
     rn = lambda k: torch.randn(k, text_dim, generator=g)
+    kb = knowledge_base()
+    names = kb.aspect_names() if aspects else []
+    mat = lambda keys: torch.tensor(kb.aspect_matrix(keys), dtype=torch.float32).reshape(len(keys), len(names)) if aspects else None
     save_knowledge_embeddings(KnowledgeEmbeddings(list(ENTITIES), rn(len(ENTITIES)), list(POSITIONS), rn(len(POSITIONS)), ['covid19'], rn(1),
-                                                  'random', 'cls', 'synthetic', vocab_hash()), root/'knowledge')
+                                                  'random', 'cls', 'synthetic', vocab_hash(), aspect_names=names, aspect_emb=rn(len(names)) if aspects else None,
+                                                  entity_aspects=mat(list(ENTITIES)), extra_aspects=mat(['covid19'])), root/'knowledge')
     return root
 
 # %% ../nbs/20_train.ipynb #3966cb0c

@@ -15,7 +15,7 @@ from .vocab import vocab_hash
 from .model import MedKLIP, MedKLIPConfig
 
 # %% auto #0
-__all__ = ['save_checkpoint', 'save_final', 'load_checkpoint', 'read_checkpoint', 'load_knowledge']
+__all__ = ['save_checkpoint', 'save_final', 'load_checkpoint', 'read_checkpoint', 'load_knowledge', 'aspect_meta']
 
 # %% ../nbs/22_checkpoint.ipynb #bcb872ef
 def _rng_state() -> dict:
@@ -46,11 +46,12 @@ def save_final(out, model, meta:dict):
     from safetensors.torch import save
     out = Path(out)
     tensors = {f'model.{k}': v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
-    tensors.update({k: meta[k].contiguous() for k in _META_TENSORS})
+    tensors.update({k: meta[k].contiguous() for k in (*_META_TENSORS, *_ASPECT_TENSORS) if k in meta})
     with atomic_write(out/'model.safetensors', 'wb') as f: f.write(save(tensors, metadata=dict(format='medklip-model-1')))
     save_json({k: v for k, v in meta.items() if not torch.is_tensor(v)}, out/'meta.json')
 
 _META_TENSORS = ('entity_emb', 'position_emb', 'extra_emb')
+_ASPECT_TENSORS = ('aspect_emb', 'entity_aspects', 'extra_aspects')   # only in models trained with knowledge that has aspects
 
 def _unwrap(model): return getattr(getattr(model, 'module', model), '_orig_mod', getattr(model, 'module', model))
 
@@ -65,7 +66,7 @@ def load_checkpoint(path, # a .ckpt, a model.safetensors (meta.json beside it) o
         if not (path.parent/'meta.json').exists(): raise MedklipError(f"{path.parent/'meta.json'} not found beside {path.name}")
         t = load_file(str(path), device=str(map_location))
         meta = json.loads((path.parent/'meta.json').read_text())
-        meta.update({k: t.pop(k) for k in _META_TENSORS})
+        meta.update({k: t.pop(k) for k in (*_META_TENSORS, *_ASPECT_TENSORS) if k in t})
         state = {k[len('model.'):]: v for k, v in t.items()}
     else:
         ck = read_checkpoint(path, map_location)
@@ -89,9 +90,16 @@ def read_checkpoint(path, map_location='cpu') -> dict:
     return ck
 
 def load_knowledge(path):
-    "Entity, position and extra-finding embeddings with their names, encoder name and hashes (dict)."
+    "Entity, position, extra-finding and aspect embeddings with their names, encoder name and hashes (dict)."
     from medklip.text.embed import load_knowledge_embeddings
     k = load_knowledge_embeddings(path)
     return dict(entity_names=list(k.entity_names), entity_emb=k.entity_emb.float(), position_names=list(k.position_names),
                 position_emb=k.position_emb.float(), extra_names=list(k.extra_names), extra_emb=k.extra_emb.float(),
-                model_name=str(k.model_name), pooling=str(k.pooling), kb_hash=str(k.kb_hash), vocab_hash=str(k.vocab_hash))
+                model_name=str(k.model_name), pooling=str(k.pooling), kb_hash=str(k.kb_hash), vocab_hash=str(k.vocab_hash),
+                aspect_names=list(k.aspect_names), aspect_emb=k.aspect_emb.float(), entity_aspects=k.entity_aspects.float(),
+                extra_aspects=k.extra_aspects.float())
+
+def aspect_meta(kn:dict) -> dict:
+    "The aspect entries a model's meta carries (names, phrase embeddings, entity/extra × aspect matrices); {} without aspects."
+    if not kn.get('aspect_names'): return {}
+    return {k: kn[k] for k in ('aspect_names', *_ASPECT_TENSORS)}

@@ -82,7 +82,7 @@ def medklip_loss(out:dict, # model output with `logits` and `position`
 # %% ../nbs/11_losses.ipynb #65c5e7f8
 AUX_LOSSES: dict = {}
 
-METHOD_WEIGHTS: dict = {'gkmvlp_weight': 'gkmvlp', 'gkmvlp_attn_weight': 'gkmvlp_attn', 'medfilip_weight': 'medfilip'}
+METHOD_WEIGHTS: dict = {'gkmvlp_weight': 'gkmvlp', 'gkmvlp_attn_weight': 'gkmvlp_attn', 'medfilip_weight': 'medfilip', 'aspect_weight': 'aspects'}
 
 def register_aux_loss(name:str, fn): # fn(batch, out, model) -> (name, loss tensor)
     "Make `fn` available under `name` (to `METHOD_WEIGHTS` and `resolve_aux_losses`)."

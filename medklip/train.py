@@ -16,7 +16,7 @@ from .core import MedklipError, InputError, atomic_write, save_json, seed_everyt
 from .vocab import ENTITIES, POSITIONS, ENTITY_INDEX, POSITION_INDEX, vocab_hash
 from .model import MedKLIP, MedKLIPConfig, preprocess, normalise
 from .losses import medklip_loss, flip_label_matrix, exist_from_matrix, AUX_LOSSES, METHOD_WEIGHTS, register_aux_loss, resolve_aux_losses, method_losses
-from .checkpoint import (save_checkpoint, save_final, load_checkpoint, read_checkpoint, load_knowledge, _rng_state,
+from .checkpoint import (save_checkpoint, save_final, load_checkpoint, read_checkpoint, load_knowledge, aspect_meta, _rng_state,
                                 _set_rng_state, _unwrap)
 from .text.parse import label_matrix, exist_vector
 from .data.store import ImageStore
@@ -33,7 +33,7 @@ DEFAULTS: dict = dict(
     batch_size=48, epochs=100, lr=1e-4, min_lr=1e-5, weight_decay=0.02, warmup_steps=500,
     num_negatives=7, temperature=1.0, seed=42, flip=True, crop_scale=[0.2, 1.0], jitter=0.1,
     compile=False, amp=True, checkpoint_every_steps=0, workers=2, max_steps=None, device=None, val_batch_size=64,
-    val_every=1, threads=0, gkmvlp_weight=0.0, gkmvlp_attn_weight=0.0, medfilip_weight=0.0,
+    val_every=1, threads=0, gkmvlp_weight=0.0, gkmvlp_attn_weight=0.0, medfilip_weight=0.0, aspect_weight=0.0,
     randaugment_ops=2, randaugment_magnitude=7.0,
 )
 
@@ -46,7 +46,7 @@ _RULES: dict = dict(
     seed=('int', 0, None), flip=('bool', None, None), crop_scale=('range', 0, 1), jitter=('float', 0, 1), compile=('bool', None, None),
     amp=('bool', None, None), checkpoint_every_steps=('int', 0, None), workers=('int', 0, None), max_steps=('int?', 1, None),
     device=('str?', None, None), val_batch_size=('int', 1, None), val_every=('int', 1, None), threads=('int', 0, None),
-    gkmvlp_weight=('float', 0, None), gkmvlp_attn_weight=('float', 0, None), medfilip_weight=('float', 0, None),
+    gkmvlp_weight=('float', 0, None), gkmvlp_attn_weight=('float', 0, None), medfilip_weight=('float', 0, None), aspect_weight=('float', 0, None),
     randaugment_ops=('int', 0, 10), randaugment_magnitude=('float', 0, 10))
 _OPEN = {'lr', 'temperature'}     # strictly above the lower bound (and dropout strictly below 1)
 _CHOICES = dict(stride=[8, 16])
@@ -168,9 +168,11 @@ class SplitData:
 
 # %% ../nbs/20_train.ipynb #d23bc7f9
 def make_synthetic_corpus(root, # folder to write store/, triplets.jsonl and knowledge/ into
-                          n:int=48, size:int=64, text_dim:int=32, seed:int=0):
+                          n:int=48, size:int=64, text_dim:int=32, seed:int=0,
+                          aspects:bool=True): # give the knowledge the packaged aspect vocabulary (random phrase embeddings); False: a folder as written before aspects
     "Write a tiny store + triplets + knowledge embeddings where 'effusion' is a bright disc on one side (for tests and benchmarks)."
     from medklip.text.embed import KnowledgeEmbeddings, save_knowledge_embeddings
+    from medklip.text.knowledge import load_knowledge as knowledge_base
     root = Path(root); (root/'store').mkdir(parents=True, exist_ok=True); (root/'knowledge').mkdir(exist_ok=True)
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size] / size
@@ -196,8 +198,12 @@ def make_synthetic_corpus(root, # folder to write store/, triplets.jsonl and kno
     (root/'triplets.jsonl').write_text('\n'.join(lines) + '\n')
     g = torch.Generator().manual_seed(seed)
     rn = lambda k: torch.randn(k, text_dim, generator=g)
+    kb = knowledge_base()
+    names = kb.aspect_names() if aspects else []
+    mat = lambda keys: torch.tensor(kb.aspect_matrix(keys), dtype=torch.float32).reshape(len(keys), len(names)) if aspects else None
     save_knowledge_embeddings(KnowledgeEmbeddings(list(ENTITIES), rn(len(ENTITIES)), list(POSITIONS), rn(len(POSITIONS)), ['covid19'], rn(1),
-                                                  'random', 'cls', 'synthetic', vocab_hash()), root/'knowledge')
+                                                  'random', 'cls', 'synthetic', vocab_hash(), aspect_names=names, aspect_emb=rn(len(names)) if aspects else None,
+                                                  entity_aspects=mat(list(ENTITIES)), extra_aspects=mat(['covid19'])), root/'knowledge')
     return root
 
 # %% ../nbs/20_train.ipynb #3966cb0c
@@ -388,7 +394,7 @@ def pretrain(store, # image store folder (`medklip prepare`)
                 kb_hash=kn['kb_hash'], text_model=kn['model_name'], pooling=kn['pooling'], entity_emb=kn['entity_emb'],
                 position_emb=kn['position_emb'], extra_names=kn['extra_names'], extra_emb=kn['extra_emb'],
                 image_size=s['image_size'], mean=mean, std=std, store=Path(store).as_posix(), inputs=_input_fingerprint(store, triplets, kn),
-                settings=run_settings(s), methods=methods)
+                settings=run_settings(s), methods=methods, **aspect_meta(kn))
     model = MedKLIP(config).to(device)
     if device.type == 'cuda': model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(param_groups(model, s['weight_decay']), lr=s['lr'])
@@ -459,7 +465,8 @@ def pretrain(store, # image store folder (`medklip prepare`)
                 rows = torch.from_numpy(train.rows[which.numpy()])
                 batch = dict(images=x, labels=m, rows=rows, index=which, study=torch.from_numpy(train.study_of[which.numpy()]),
                              theta=theta, flipped=flipped, store=train.store, entity_emb=emb, position_emb=pemb, epoch=epoch, step=step,
-                             text_model=kn['model_name'], pooling=kn['pooling'])   # the encoder the knowledge was embedded with
+                             text_model=kn['model_name'], pooling=kn['pooling'],   # the encoder the knowledge was embedded with
+                             aspect_emb=kn['aspect_emb'], entity_aspects=kn['entity_aspects'])
                 for fn, w in aux:
                     name, la = fn(batch, o, model)
                     loss = loss + w * la; parts[f'aux_{name}'] = la.detach()

@@ -42,6 +42,7 @@ def test_readme_documents_the_variants():
     seen = [_overrides(c) for c in cmds]
     assert any(s.get('pretrain.gkmvlp_weight') == 0 and s.get('pretrain.medfilip_weight', 0) == 0 for s in seen)   # plain MedKLIP
     assert any(s.get('pretrain.medfilip_weight', 0) > 0 for s in seen)
+    assert any(s.get('pretrain.aspect_weight', 0) > 0 for s in seen)                                                 # aspect queries
 
 
 def _sh(cmd, cwd, env, timeout=600):
@@ -94,8 +95,8 @@ def test_readme_variants_train_what_their_parameters_say(project):
             assert params[key] == v and meta['settings'][key] == v, (cmd, key, meta['settings'].get(key))
         assert meta['trained']['epochs'] == params['epochs'], cmd
         on = {n for n, wgt in meta['methods'].items() if wgt > 0}
-        want = {n for k, n in (('gkmvlp_weight', 'gkmvlp'), ('gkmvlp_attn_weight', 'gkmvlp_attn'), ('medfilip_weight', 'medfilip'))
-                if float(params[k]) > 0}
+        want = {n for k, n in (('gkmvlp_weight', 'gkmvlp'), ('gkmvlp_attn_weight', 'gkmvlp_attn'), ('medfilip_weight', 'medfilip'),
+                               ('aspect_weight', 'aspects')) if float(params.get(k, 0)) > 0}
         assert on == want, (cmd, meta['methods'])
         changed = {k for k, v in over.items() if k.startswith('pretrain.') and base_meta['settings'].get(k.split('.', 1)[1]) != v}
         if changed:                                                       # a different run, never the baseline model re-saved

@@ -76,3 +76,49 @@ def test_query_text_modes():
     assert query_text('free air under the diaphragm') == kb.text('pneumoperitoneum')
     assert query_text('  my own words  ') == 'my own words'
     with pytest.raises(MedklipError): query_text('covid', mode='acronym')
+
+
+def test_aspects_vocabulary_and_entries():
+    kb = load_knowledge()
+    names = kb.aspect_names()
+    assert len(names) == len(set(names)) == len(kb.aspect_texts()) and 'place: below the diaphragm' in names
+    assert {'density', 'shape', 'margin', 'place', 'size'} <= set(kb.aspect_types) and kb.aspect_source
+    assert kb.entry_aspects('effusion')[:2] == ['density: opacity', 'shape: meniscus']
+    assert kb.entry_aspects('normal') == [] and kb.entry_aspects('tip') == []
+    assert set(kb.entry_aspects('pneumoperitoneum')) >= {'density: lucency', 'place: below the diaphragm'}
+    m = kb.aspect_matrix(['effusion', 'normal', 'pneumoperitoneum'])
+    assert [sum(r) for r in m] == [len(kb.entry_aspects(k)) for k in ('effusion', 'normal', 'pneumoperitoneum')]
+    assert m[0][names.index('place: base')] == 1 and m[0][names.index('place: apex')] == 0
+
+
+def test_user_aspects_extend_and_validate(tmp_path):
+    f = tmp_path / 'kb.yaml'
+    f.write_text("aspects:\n  types:\n    texture: {honeycomb: small clustered air cysts like a honeycomb}\n"
+                 "extra:\n  ipf:\n    description: Idiopathic pulmonary fibrosis with coarse lines and honeycomb cysts at both bases.\n"
+                 "    aspects: {texture: honeycomb, place: [base, mid zone], density: opacity}\n")
+    base, kb = load_knowledge(), load_knowledge(f)
+    assert kb.aspect_names() == base.aspect_names() + ['texture: honeycomb']
+    assert kb.entry_aspects('ipf') == ['texture: honeycomb', 'place: base', 'place: mid zone', 'density: opacity']
+    assert kb_hash(kb) != kb_hash(base) and 'texture' not in base.aspect_types   # the packaged base is not mutated
+    g = tmp_path / 'bad.yaml'
+    g.write_text("entities:\n  nodule: {aspects: {shape: star}}\n")
+    with pytest.raises(InputError, match=r"entities\.nodule.*unknown shape value 'star'") as e: load_knowledge(g)
+    assert 'bad.yaml' in str(e.value) and '\n' not in str(e.value)
+    g.write_text("extra:\n  x:\n    description: some new finding with enough words to describe it well.\n    aspects: {colour: red}\n")
+    with pytest.raises(InputError, match=r"extra\.x.*unknown aspect type 'colour'"): load_knowledge(g)
+    g.write_text("entities:\n  nodule: {aspects: [round]}\n")
+    with pytest.raises(InputError, match="must be a mapping"): load_knowledge(g)
+    g.write_text("entities:\n  nodule: {aspects: null}\n")
+    assert load_knowledge(g).entry_aspects('nodule') == []   # a user file may clear an entry's aspects
+
+
+def test_kb_hash_without_aspects_is_unchanged():
+    from dataclasses import replace
+    kb = load_knowledge()
+    bare = replace(kb, aspect_types={}, entities={k: replace(e, aspects=()) for k, e in kb.entities.items()},
+                   extra={k: replace(e, aspects=()) for k, e in kb.extra.items()})
+    import json
+    from medklip.core import text_hash
+    old = text_hash(json.dumps({'entities': bare.entity_texts(), 'extra': dict(zip(bare.extra_names, bare.extra_texts())),
+                                'positions': position_prompts()}, sort_keys=True))
+    assert kb_hash(bare) == old != kb_hash(kb)

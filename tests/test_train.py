@@ -237,3 +237,38 @@ def test_resume_after_input_change_trains_anew(corpus, tmp_path):
     T.pretrain(corpus/'store', trip, corpus/'knowledge', out, TINY, resume=True, log=logs.append, callbacks=[steps.append])
     assert any('inputs changed (triplets); starting a fresh run' in str(l) for l in logs)
     assert steps and steps[0]['global_step'] == 1 and len(steps) == before  # every step of the schedule ran again
+
+
+def test_aspect_weight_trains_resumes_and_stores_aspects(corpus, tmp_path):
+    "pretrain.aspect_weight > 0: the aspects loss is logged, the model stores the aspect queries, and a killed run resumes to the same weights."
+    st = dict(aspect_weight=0.5)
+    seen = []
+    _run(corpus, tmp_path/'full', settings=st, callbacks=[seen.append])
+    assert all('aux_aspects' in i and np.isfinite(i['aux_aspects']) for i in seen) and seen[0]['aux_aspects'] > 0
+    meta = json.loads((tmp_path/'full'/'meta.json').read_text())
+    assert meta['methods'] == {'aspects': 0.5} and meta['settings']['aspect_weight'] == 0.5 and len(meta['aspect_names']) > 10
+    model, m2 = T.load_checkpoint(tmp_path/'full')
+    assert m2['aspect_emb'].shape == (len(meta['aspect_names']), 32) and m2['entity_aspects'].shape == (75, len(meta['aspect_names']))
+
+    class Killed(Exception): pass
+    def kill(info):
+        if info['global_step'] == 5: raise Killed
+    with pytest.raises(Killed): _run(corpus, tmp_path/'cut', settings={**st, 'checkpoint_every_steps': 2}, callbacks=[kill])
+    logs = []
+    s = _run(corpus, tmp_path/'cut', settings={**st, 'checkpoint_every_steps': 2}, resume=True, log=logs.append)
+    assert any('resumed' in str(l) for l in logs) and s['steps'] == 6
+    a, b = load_file(str(tmp_path/'full'/'model.safetensors')), load_file(str(tmp_path/'cut'/'model.safetensors'))
+    for k in a: torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    logs.clear()
+    _run(corpus, tmp_path/'cut', settings={**st, 'aspect_weight': 1.0}, resume=True, log=logs.append)   # a method weight is result-defining
+    assert any('starting a fresh run' in str(l) and 'aspect_weight 0.5 → 1.0' in str(l) for l in logs), logs
+
+
+def test_aspect_weight_needs_aspects_and_old_knowledge_still_loads(tmp_path):
+    old = T.make_synthetic_corpus(tmp_path/'old', n=24, size=48, aspects=False)
+    kn = T.load_knowledge(old/'knowledge')
+    assert kn['aspect_names'] == [] and kn['aspect_emb'].shape == (0, 32) and kn['entity_aspects'].shape == (75, 0)
+    s = _run(old, tmp_path/'plain', settings=dict(epochs=1))                          # aspects off: trains as before
+    assert 'aspect_names' not in json.loads((tmp_path/'plain'/'meta.json').read_text()) and s['steps'] == 3
+    with pytest.raises(MedklipError, match='no aspects'): _run(old, tmp_path/'asp', settings=dict(epochs=1, aspect_weight=1.0))
+    with pytest.raises(MedklipError, match='aspect_weight'): T.resolve_settings(dict(aspect_weight=-1))

@@ -132,3 +132,21 @@ def test_inspector_shared_scale_and_threshold_dimming():
     assert all(float(m.max()) == pytest.approx(1.0) for m in w.rendered.values())
     w.clear()
     assert 'choose an entity' in w.hint.value and not w.panels.children
+
+
+def test_inspector_asks_by_aspects_and_all_prompts():
+    from medklip.viz.inspector import tag_prompt, split_prompt
+    assert tag_prompt('effusion', 'all') == ['effusion [name]', 'effusion', 'effusion [aspects]'] and tag_prompt('x [name]', 'all') == ['x [name]']
+    assert split_prompt('free air [aspects]') == ('free air', 'aspects') and split_prompt('effusion') == ('effusion', None)
+    p = demo_predictor(); img = np.random.default_rng(2).random((64, 64)).astype(np.float32)
+    (sa, ma), (sd, md) = p(img, ['pneumoperitoneum [aspects]', 'pneumoperitoneum'])
+    assert sa != sd and ma.shape == md.shape == img.shape
+    w = inspector(predict=p, selected=('effusion',), prompt='all')
+    assert w.queries == ['effusion [name]', 'effusion', 'effusion [aspects]'] and len(w.panels.children) == 3
+    assert p(img, ['effusion [name]'])[0][0] == pytest.approx(p(img, ['effusion'])[0][0], abs=1e-6)   # entities: name = stored query
+    import json, tempfile, pathlib
+    f = pathlib.Path(tempfile.mkdtemp())/'z.json'
+    f.write_text(json.dumps(dict(prompts={pr: dict(classes={'effusion': dict(val_threshold=dict(value=v))}) for pr, v in
+                                          (('name', .1), ('description', .2), ('aspects', .3))})))
+    from medklip.viz.inspector import validation_thresholds
+    assert validation_thresholds(f, None, 'all')[0] == {'effusion [name]': .1, 'effusion': .2, 'effusion [aspects]': .3}

@@ -48,11 +48,11 @@ ASPECT_TYPES = ('density', 'shape', 'margin', 'place', 'size')
 @lru_cache(None)
 def finding_aspects(name:str) -> dict:
     "The look of a demo finding: one value per aspect type, from its `aspects:` in the packaged knowledge base."
-    a = load_knowledge().entry(name).aspects or {}
-    out = {t: (a[t][0] if isinstance(a.get(t), (list, tuple)) else a.get(t)) for t in ASPECT_TYPES}
-    missing = [t for t, x in out.items() if x is None]
-    if missing: raise MedklipError(f"knowledge.yaml: demo finding {name!r} has no aspect(s) {missing}; the demo draws a finding from its aspects")
-    return out
+    pairs = load_knowledge().entry(name).aspects                     # ((type, value), ...)
+    out = {t: [v for u, v in pairs if u == t] for t in ASPECT_TYPES}
+    bad = [t for t, vs in out.items() if len(vs) != 1]
+    if bad: raise MedklipError(f"knowledge.yaml: demo finding {name!r} needs exactly one value of aspect(s) {bad}; the demo draws a finding from its aspects")
+    return {t: vs[0] for t, vs in out.items()}
 
 # %% ../../nbs/04_data.demo.ipynb #28dbd552
 @dataclass

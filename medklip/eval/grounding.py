@@ -175,16 +175,20 @@ def ground_truth(ds, i:int, label:str, region:str|None=None) -> np.ndarray|None:
     return boxes_to_mask(boxes, size)
 
 def run_grounding(model, meta, ds, dataset:str, prompt:str='description', region:str|None=None,
-                  acc:GroundingAccumulator|None=None, device:str='cpu', embed=None, limit:int|None=None) -> dict:
-    "Grounding metrics of every resolvable label of `ds` over its positive images with a region."
-    from medklip.eval.infer import load_image_uint8, query_set, resolve_query, score_images
+                  acc:GroundingAccumulator|None=None, device:str='cpu', embed=None, limit:int|None=None, kb=None) -> dict:
+    "Grounding metrics of every resolvable label of `ds` over its positive images with a region ('all': the description's, and each prompt's under `prompts`)."
+    from medklip.eval.infer import load_image_uint8, query_set, resolve_query, score_images, prompt_list
     from PIL import Image
     acc = acc or GroundingAccumulator()
-    qs = [(c, resolve_query(lab, dataset, prompt)) for c, lab in enumerate(ds.pathologies)]
+    if prompt in ('all', 'both'):
+        runs = {p: run_grounding(model, meta, ds, dataset, p, region, acc if p == 'description' else GroundingAccumulator(acc.raw_threshold, acc.norm_threshold, acc.tolerance),
+                                 device, embed, limit, kb) for p in prompt_list(prompt)}
+        return {**runs['description'], 'prompt': prompt, 'prompts': {p: dict(overall=r['overall'], classes=r['classes']) for p, r in runs.items()}}
+    qs = [(c, resolve_query(lab, dataset, prompt, kb)) for c, lab in enumerate(ds.pathologies)]
     unmapped = [ds.pathologies[c] for c, q in qs if q is None]
     qs = [(c, q) for c, q in qs if q is not None]
     if not qs: raise MedklipError(f"{dataset}: none of the labels {ds.pathologies} maps to a query; add them to medklip/resources/label_maps.yaml")
-    Q = query_set([q for _, q in qs], meta, embed)
+    Q = query_set([q for _, q in qs], meta, embed, kb)
     size, skipped, done = int(meta['image_size']), 0, 0
     labels = np.asarray(ds.labels)
     for i in range(len(ds)):
@@ -212,7 +216,8 @@ def ground_parser() -> argparse.ArgumentParser:
     p.add_argument('--dataset', required=True, help="loader name with masks or boxes (demo, rsna, siim, chestxray14, tb, covid19_ieee8023)")
     p.add_argument('--root', required=True, help="dataset root in its published layout")
     p.add_argument('--split', default='test', help="split to evaluate ('all' for every image)")
-    p.add_argument('--prompt', choices=('name', 'description'), default='description', help="query text for findings outside the vocabulary")
+    p.add_argument('--prompt', choices=('name', 'description', 'aspects', 'all'), default='description',
+                   help="name / description (findings outside the vocabulary), aspects (mean of a finding's aspect maps), or all (each under `prompts`)")
     p.add_argument('--region', help="ground every positive label against this region instead (e.g. 'lungs')")
     p.add_argument('--raw-threshold', type=float, default=RAW_THRESHOLD, help="threshold on the raw attention (upstream 0.008)")
     p.add_argument('--norm-threshold', type=float, default=NORM_THRESHOLD, help="threshold on the min-max normalised map")

@@ -15,11 +15,21 @@ from ..core import InputError, MedklipError, normalize_name, resource_path
 from ..vocab import ENTITIES, ENTITY_INDEX, vocab_hash
 
 # %% auto #0
-__all__ = ['load_label_maps', 'Query', 'resolve_query', 'check_meta', 'load_model', 'query_embeddings', 'QuerySet', 'query_set',
-           'run_query_set', 'score_images', 'load_image_uint8', 'heatmap_parser', 'run_heatmap', 'heatmap_cli']
+__all__ = ['PROMPTS', 'prompt_list', 'load_label_maps', 'Query', 'resolve_query', 'check_meta', 'load_model', 'query_embeddings',
+           'QuerySet', 'query_set', 'run_query_set', 'score_images', 'load_image_uint8', 'heatmap_parser',
+           'run_heatmap', 'heatmap_cli']
 
 # %% ../../nbs/31_eval.infer.ipynb #dedafc7a
 _norm = normalize_name
+
+PROMPTS = ('name', 'description', 'aspects')   # how a finding is asked: its name, its knowledge description, or its visual aspects
+
+def prompt_list(prompt:str) -> list[str]:
+    "The prompts a `--prompt` value stands for: one of `PROMPTS`, 'all' (all three) or 'both' (name and description)."
+    if prompt == 'all': return list(PROMPTS)
+    if prompt == 'both': return ['name', 'description']
+    if prompt not in PROMPTS: raise MedklipError(f"prompt must be one of {', '.join(PROMPTS)}, 'all' or 'both', not {prompt!r}")
+    return [prompt]
 
 @lru_cache(1)
 def load_label_maps() -> dict[str, dict[str, str]]:
@@ -33,24 +43,27 @@ class Query:
     "One zero-shot query: which dataset label it scores and what is embedded for it."
     label: str          # the dataset's label (or the user's query)
     target: str         # vocabulary entity or knowledge-base key; '' for free text
-    kind: str           # 'entity' (stored embedding), 'extra' (knowledge base, embedded now) or 'text' (free text)
-    text: str = ''      # the text that is embedded ('' for entities)
-    prompt: str = 'description' # 'name' or 'description' (how `text` was built)
+    kind: str           # 'entity' (stored embedding), 'extra' (knowledge base, embedded now), 'text' (free text) or 'aspects'
+    text: str = ''      # the text that is embedded ('' for entities; the aspects joined by '; ' for 'aspects')
+    prompt: str = 'description' # 'name', 'description' or 'aspects': how the query was built ('description' when asked by aspects but it has none)
+    aspects: tuple = () # 'type: value' aspects whose answers make its score (kind 'aspects')
 
 def resolve_query(label:str,            # dataset label or user query (entity, disease name or alias)
                   dataset:str|None=None, # loader name whose label map applies first
-                  prompt:str='description', # for out-of-vocabulary findings: embed the 'name' or the 'description'
+                  prompt:str='description', # 'name' or 'description' (out-of-vocabulary findings), or 'aspects' (any finding with aspects)
                   kb=None,              # knowledge base (default: packaged)
                  ) -> Query|None:
     "Map a label to a query: label map, then entity name, then knowledge base; None when nothing matches."
     from medklip.text.knowledge import load_knowledge
-    if prompt not in ('name', 'description'): raise MedklipError(f"prompt must be 'name' or 'description', not {prompt!r}")
+    if prompt not in PROMPTS: raise MedklipError(f"prompt must be one of {', '.join(PROMPTS)}, not {prompt!r}")
     kb = kb or load_knowledge()
     target = load_label_maps().get(dataset or '', {}).get(_norm(label), label)
     ent = {_norm(e): e for e in ENTITIES}.get(_norm(target))
-    if ent: return Query(label, ent, 'entity', prompt=prompt)
-    e = kb.find(target)
+    e = kb.entry(ent) if ent else kb.find(target)
     if e is None: return None
+    if prompt == 'aspects':
+        if e.aspects: return Query(label, e.key, 'aspects', '; '.join(kb.entry_aspects(e.key)), 'aspects', tuple(kb.entry_aspects(e.key)))
+        prompt = 'description'   # a finding without visual aspects (normal, tip, ...) is asked by its description
     if e.key in ENTITY_INDEX: return Query(label, e.key, 'entity', prompt=prompt)
     return Query(label, e.key, 'extra', e.name if prompt == 'name' else kb.text(e.key), prompt)
 
@@ -83,7 +96,7 @@ def query_embeddings(queries:list[Query], # queries to embed
     "Stack the query embeddings (Q, D) in query order."
     import torch
     ent = torch.as_tensor(np.asarray(meta['entity_emb'], np.float32))
-    texts = [q.text for q in queries if q.kind != 'entity']
+    texts = [q.text for q in queries if q.kind not in ('entity', 'aspects')]
     new = None
     if texts:
         if embed is None:
@@ -95,6 +108,7 @@ def query_embeddings(queries:list[Query], # queries to embed
             raise MedklipError(f"text encoder gives {new.shape[-1]}-d embeddings but the checkpoint's are {ent.shape[-1]}-d; use the checkpoint's text model {meta.get('text_model')!r}")
     rows, j = [], 0
     for q in queries:
+        if q.kind == 'aspects': raise MedklipError(f"{q.label}: an aspects query has no single embedding; use `query_set`")
         if q.kind == 'entity': rows.append(ent[ENTITY_INDEX[q.target]])
         else: rows.append(new[j]); j += 1
     return torch.stack(rows)
@@ -105,19 +119,45 @@ class QuerySet:
     queries: list           # the `Query`s asked for, in order
     entity: object          # (75, D) tensor: every trained entity query
     extra: object           # (K, D) tensor: the distinct out-of-vocabulary / free-text queries
-    cols: list              # per asked query: its column in [75 entities, K extras]
+    cols: list              # per asked query: its column in [75 entities, K extras, A aspects]; a tuple of aspect columns for 'aspects' queries
+    aspect: object = None   # (A, D) tensor: the aspect queries, run together after the entity queries (None: no aspects query)
+    aspect_names: list = None # 'type: value' of each aspect row
+
+def _aspect_block(names:list[str], meta:dict, embed=None, kb=None):
+    "Aspect names and (A, D) embeddings: the checkpoint's stored aspects (as trained), then any other asked aspect embedded now from the knowledge base."
+    import torch
+    stored = list(meta.get('aspect_names') or [])
+    emb = torch.as_tensor(np.asarray(meta['aspect_emb'], np.float32)) if stored else None
+    if not stored:   # a model without stored aspects (trained before aspects, imported): the knowledge base's whole vocabulary, as training would have
+        from medklip.text.knowledge import load_knowledge
+        names = list(dict.fromkeys([*(kb or load_knowledge()).aspect_names(), *names]))
+    new = [n for n in names if n not in stored]
+    if new:
+        from medklip.text.knowledge import load_knowledge
+        kb = kb or load_knowledge()
+        phrase = dict(zip(kb.aspect_names(), kb.aspect_texts()))
+        missing = [n for n in new if n not in phrase]
+        if missing: raise MedklipError(f"aspects {missing} are neither in the checkpoint nor in the knowledge base; define them under aspects.types in your knowledge file")
+        x = query_embeddings([Query(n, '', 'text', phrase[n]) for n in new], meta, embed)
+        emb = x if emb is None else torch.cat([emb, x])
+    return stored + new, emb
 
 def query_set(queries:list[Query], # queries to score
               meta:dict,           # checkpoint meta
               embed=None,          # fn(texts) -> (N, D) tensor; default: the checkpoint's text encoder
+              kb=None,             # knowledge base for aspect phrases the checkpoint lacks (default: packaged)
              ) -> QuerySet:
-    "Embed `queries` once for `score_images`: entity queries map to their trained row, the rest become extras."
+    "Embed `queries` once for `score_images`: entity queries map to their trained row, aspects to the aspect block, the rest become extras."
     import torch
     ent = torch.as_tensor(np.asarray(meta['entity_emb'], np.float32))
-    texts = list(dict.fromkeys(q.text for q in queries if q.kind != 'entity'))
+    texts = list(dict.fromkeys(q.text for q in queries if q.kind not in ('entity', 'aspects')))
     extra = query_embeddings([Query(t, '', 'text', t) for t in texts], meta, embed) if texts else ent[:0]
-    cols = [ENTITY_INDEX[q.target] if q.kind == 'entity' else len(ent) + texts.index(q.text) for q in queries]
-    return QuerySet(list(queries), ent, extra, cols)
+    asked = list(dict.fromkeys(a for q in queries if q.kind == 'aspects' for a in q.aspects))
+    names, aspect = _aspect_block(asked, meta, embed, kb) if asked else ([], None)
+    base = len(ent) + len(texts)
+    cols = [ENTITY_INDEX[q.target] if q.kind == 'entity' else tuple(base + names.index(a) for a in q.aspects) if q.kind == 'aspects'
+            else len(ent) + texts.index(q.text) for q in queries]
+    return QuerySet(list(queries), ent, extra, cols, aspect, names)
 
 # %% ../../nbs/31_eval.infer.ipynb #a6c87ac0
 def _decode(model, tgt, mem, hw):
@@ -131,29 +171,38 @@ def _decode(model, tgt, mem, hw):
 def run_query_set(model,      # MedKLIP network in eval mode (or any module with its forward contract)
                   x,          # (B, 3, S, S) preprocessed images
                   qs:QuerySet,
-                 ):           # (scores (B, 75+K), heatmaps (B, 75+K, h, w)) tensors
-    "Scores and heatmaps of all entity queries (run together) and of each extra query (appended alone to them)."
+                 ):           # (scores (B, 75+K+A), heatmaps (B, 75+K+A, h, w)) tensors
+    "Scores and heatmaps of all entity queries (run together), of each extra query (appended alone to them) and of the aspect queries (appended together)."
     import torch
     E, X = qs.entity.to(x.device), qs.extra.to(x.device)
+    A = None if qs.aspect is None or not len(qs.aspect) else qs.aspect.to(x.device)
     B, K = len(x), len(X)
     if not all(hasattr(model, a) for a in ('patches', 'decoder', 'disease_embedding_layer', 'classifier')):
-        # any network with the forward contract: one pass per query set (the trunk runs K+1 times)
+        # any network with the forward contract: one pass per query set (the trunk runs K+1 times, +1 with aspects)
         out = model(x, E)
         s, a = [torch.softmax(out['logits'].float(), -1)[..., 1]], [out['attn'].float()]
         for k in range(K):
             o = model(x, torch.cat([E, X[k:k + 1]]))
             s.append(torch.softmax(o['logits'][:, -1:].float(), -1)[..., 1]); a.append(o['attn'][:, -1:].float())
+        if A is not None:
+            o = model(x, torch.cat([E, A]))
+            s.append(torch.softmax(o['logits'][:, len(E):].float(), -1)[..., 1]); a.append(o['attn'][:, len(E):].float())
         return torch.cat(s, 1), torch.cat(a, 1)
     mem, hw = model.patches(x)
     qe = model.disease_embedding_layer(E.to(mem.dtype))
     s, a = _decode(model, qe.unsqueeze(0).expand(B, -1, -1), mem, hw)
-    if not K: return s, a
+    if A is not None:   # as in training: the aspect queries appended together to the entity queries
+        qa = torch.cat([qe, model.disease_embedding_layer(A.to(mem.dtype))])
+        sa, aa = _decode(model, qa.unsqueeze(0).expand(B, -1, -1), mem, hw)
+        sa, aa = sa[:, len(E):], aa[:, len(E):]
+    if not K: return (s, a) if A is None else (torch.cat([s, sa], 1), torch.cat([a, aa], 1))
     qx = model.disease_embedding_layer(X.to(mem.dtype))
     tgt = torch.cat([qe.unsqueeze(0).expand(K, -1, -1), qx[:, None]], 1)               # (K, 76, d): one set per extra
     tgt = tgt.unsqueeze(0).expand(B, -1, -1, -1).reshape(B * K, *tgt.shape[1:])
     m = mem.unsqueeze(1).expand(-1, K, -1, -1).reshape(B * K, *mem.shape[1:])
     sx, ax = _decode(model, tgt, m, hw)
-    return torch.cat([s, sx[:, -1].reshape(B, K)], 1), torch.cat([a, ax[:, -1].reshape(B, K, *hw)], 1)
+    s, a = torch.cat([s, sx[:, -1].reshape(B, K)], 1), torch.cat([a, ax[:, -1].reshape(B, K, *hw)], 1)
+    return (s, a) if A is None else (torch.cat([s, sa], 1), torch.cat([a, aa], 1))
 
 def score_images(model,                # MedKLIP network in eval mode
                  images,               # (B, H, W) uint8 images (any size; resized as in training)
@@ -161,12 +210,16 @@ def score_images(model,                # MedKLIP network in eval mode
                  meta:dict,            # checkpoint meta (image_size, mean, std)
                  device:str='cpu',
                 ) -> tuple[np.ndarray, np.ndarray]: # existence scores (B, Q), raw heatmaps (B, Q, h, w) of the asked queries
-    "Existence probability and raw attention heatmap of every asked query on every image, under the query convention."
+    "Existence probability and raw attention heatmap of every asked query on every image, under the query convention (aspects queries: `aspect_score`, `aspect_heatmap`)."
     import torch
     from medklip.model import preprocess, input_stats
+    from medklip.methods.aspects import aspect_score, aspect_heatmap
     x = preprocess(torch.from_numpy(np.array(images, np.uint8)).to(device), int(meta['image_size']), *input_stats(meta))
     with torch.inference_mode(): s, a = run_query_set(model, x, qs)
-    return s[:, qs.cols].cpu().numpy(), a[:, qs.cols].cpu().numpy()
+    pick = lambda c: (s[:, c], a[:, c]) if isinstance(c, int) else (aspect_score(s[:, list(c)]), aspect_heatmap(a[:, list(c)]))
+    cols = [pick(c) for c in qs.cols]
+    if not cols: return np.zeros((len(x), 0), np.float32), np.zeros((len(x), 0, *a.shape[-2:]), np.float32)
+    return torch.stack([c[0] for c in cols], 1).cpu().numpy(), torch.stack([c[1] for c in cols], 1).cpu().numpy()
 
 # %% ../../nbs/31_eval.infer.ipynb #138a24b0
 def load_image_uint8(path) -> np.ndarray:
@@ -186,17 +239,18 @@ def heatmap_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument('--entity', help="vocabulary entity or knowledge-base finding (name or alias)")
     g.add_argument('--description', help="free-text description to embed as the query")
-    p.add_argument('--prompt', choices=('name', 'description'), default='description', help="for a finding outside the vocabulary: embed its name or its description")
+    p.add_argument('--prompt', choices=(*PROMPTS, 'all'), default='description',
+                   help="ask a finding outside the vocabulary by its name or description; any finding by its visual aspects (geometric mean of their scores, mean of their maps); 'all': one overlay per prompt (OUT-name.png, ...)")
     p.add_argument('--out', required=True, help="output PNG")
     p.add_argument('--alpha', type=float, default=0.45, help="heatmap opacity")
     p.add_argument('--device', default='cpu')
     return p
 
 def run_heatmap(image, checkpoint, out, entity:str|None=None, description:str|None=None, prompt:str='description',
-                alpha:float=0.45, device:str='cpu', model_meta=None, embed=None) -> float:
+                alpha:float=0.45, device:str='cpu', model_meta=None, embed=None, kb=None) -> float:
     "Score one query on one image, write the overlay PNG and return the existence score."
     if entity is not None:
-        q = resolve_query(entity, prompt=prompt)
+        q = resolve_query(entity, prompt=prompt, kb=kb)
         if q is None: raise MedklipError(f"unknown entity or finding {entity!r}; use one of medklip.vocab.ENTITIES, a knowledge-base finding, or --description \"TEXT\"")
     else:
         if not (description or '').strip(): raise MedklipError("--description is empty; give the text to embed")
@@ -211,7 +265,12 @@ def run_heatmap(image, checkpoint, out, entity:str|None=None, description:str|No
 def heatmap_cli(argv:list[str]|None=None) -> int:
     "`medklip heatmap`: overlay one query's heatmap on one image and print the existence score."
     a = heatmap_parser().parse_args(argv)
-    score = run_heatmap(a.image, a.checkpoint, a.out, a.entity, a.description, a.prompt, a.alpha, a.device)
     label = a.entity if a.entity is not None else 'description'
-    print(f"{label}: existence score {score:.4f} -> {a.out}")
+    if a.description is not None and a.prompt in ('aspects', 'all'): raise MedklipError("--prompt aspects/all needs --entity (a finding with aspects), not free text")
+    for p in prompt_list(a.prompt):
+        out = a.out if a.prompt != 'all' else str(Path(a.out).with_name(f"{Path(a.out).stem}-{p}{Path(a.out).suffix or '.png'}"))
+        score = run_heatmap(a.image, a.checkpoint, out, a.entity, a.description, p, a.alpha, a.device)
+        q = resolve_query(a.entity, prompt=p) if a.entity is not None else None
+        how = f" (by aspects: {q.text})" if q is not None and q.kind == 'aspects' else " (no aspects: asked by its description)" if p == 'aspects' else ''
+        print(f"{label} [{p}]{how}: existence score {score:.4f} -> {out}")
     return 0

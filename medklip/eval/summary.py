@@ -30,7 +30,7 @@ def _read(path):
     except json.JSONDecodeError as e: raise MedklipError(f"{path}: not valid JSON ({e}); re-run the stage that writes it") from None
 
 def zeroshot_headline(z:dict) -> dict:
-    "Seen macro AUROC (+ lower CI end) and unseen name/description AUROC of a `medklip zeroshot` report."
+    "Seen macro AUROC (+ lower CI end) and the mean over unseen findings of their AUROC by name/description/aspects and of each knowledge prompt minus the name."
     prompts = z.get('prompts') or {}
     p = prompts.get('description') or prompts.get('name') or next(iter(prompts.values()), {})
     mac = p.get('macro_seen') or p.get('macro') or {}
@@ -41,6 +41,9 @@ def zeroshot_headline(z:dict) -> dict:
         out.update(unseen_auroc_name=_mean([u.get('name_auroc') for u in un.values()]),
                    unseen_auroc_desc=_mean([u.get('description_auroc') for u in un.values()]),
                    unseen_desc_minus_name=_mean([_v(u.get('difference')) for u in un.values()]))
+        if any('aspects_auroc' in u for u in un.values()):
+            out.update(unseen_auroc_aspects=_mean([u.get('aspects_auroc') for u in un.values()]),
+                       unseen_aspects_minus_name=_mean([_v(u.get('aspects_difference')) for u in un.values()]))
     return out
 
 def grounding_headline(g:dict) -> dict:

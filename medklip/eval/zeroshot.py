@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..core import InputError, MedklipError, atomic_write, save_json
-from .infer import Query, load_model, query_set, resolve_query, score_images
+from .infer import Query, load_model, query_set, resolve_query, score_images, prompt_list
+from ..vocab import ENTITY_INDEX
 from .metrics import bootstrap_weights, evaluate_classification, percentile_ci, weighted_auroc
 
 # %% auto #0
@@ -61,11 +62,11 @@ def dataset_source(name:str, root, split:str|None, size:int) -> Source:
     return Source(name, split, ds.csv['image_id'].astype(str).tolist(), np.asarray(ds.labels, np.float32), list(ds.pathologies), fetch)
 
 # %% ../../nbs/32_eval.zeroshot.ipynb #38047a96
-def build_queries(pathologies:list[str], dataset:str, prompt:str='both',
-                  kb=None, # knowledge base whose descriptions the 'description' prompt embeds (default: packaged)
+def build_queries(pathologies:list[str], dataset:str, prompt:str='all',
+                  kb=None, # knowledge base whose descriptions/aspects the knowledge prompts use (default: packaged)
                  ) -> tuple[dict[str, list[Query]], list[dict]]:
-    "Queries per prompt ('name'/'description') for the labels that resolve, and the labels that do not (with a reason)."
-    prompts = ['description', 'name'] if prompt == 'both' else [prompt]
+    "Queries per prompt ('name'/'description'/'aspects'; 'all' or 'both') for the labels that resolve, and the labels that do not (with a reason)."
+    prompts = sorted(prompt_list(prompt), key=['description', 'name', 'aspects'].index)   # description first: the report's main section
     out, unmapped = {p: [] for p in prompts}, []
     for lab in pathologies:
         qs = {p: resolve_query(lab, dataset, p, kb) for p in prompts}
@@ -85,25 +86,37 @@ def score_source(model, meta, src:Source, queries, # `QuerySet` from `medklip.ev
     if progress and len(src): print(file=sys.stderr)
     return np.concatenate(out) if out else np.zeros((0, len(queries.cols)), np.float32)
 
+def _boot_auroc(s, y, n_boot:int, seed:int) -> np.ndarray:
+    "Bootstrap AUROCs of one score vector (the same resamples for every prompt: `bootstrap_weights` with one seed)."
+    return np.concatenate([weighted_auroc(s, y, w) for w in bootstrap_weights(len(y), n_boot, seed)]) if n_boot else np.array([])
+
 def prompt_comparison(scores:dict[str, np.ndarray], qmap:dict[str, list[Query]], test:Source, col:dict[str, int],
                       n_boot:int=1000, seed:int=0) -> dict:
-    "Description-minus-name AUROC of each out-of-vocabulary label, with a paired bootstrap interval (same resamples for both)."
+    "Per out-of-vocabulary label: AUROC by each prompt (95 % CI) and each knowledge prompt minus the name, with a paired bootstrap interval (same resamples)."
     out = {}
-    for j, q in enumerate(qmap['description']):
-        if q.kind == 'entity': continue
-        y = test.labels[:, col[q.label]]; ok = ~np.isnan(y)
-        sd, sn, yy = scores['description'][ok, j], scores['name'][ok, j], y[ok]
-        ad, an = float(weighted_auroc(sd, yy)[0]), float(weighted_auroc(sn, yy)[0])
-        diffs = np.concatenate([weighted_auroc(sd, yy, w) - weighted_auroc(sn, yy, w) for w in bootstrap_weights(len(yy), n_boot, seed)]) if n_boot else np.array([])
-        out[q.label] = dict(n=int(ok.sum()), n_pos=int((yy == 1).sum()), name_auroc=an, description_auroc=ad,
-                            difference=dict(value=ad - an, ci=percentile_ci(diffs)),
-                            note="AUROC(description prompt) - AUROC(name prompt); 95% paired bootstrap interval over test images")
+    know = [p for p in ('description', 'aspects') if p in qmap]
+    if 'name' not in qmap or not know: return out
+    for j, q in enumerate(qmap['name']):
+        if q.target in ENTITY_INDEX: continue
+        y = test.labels[:, col[q.label]]; ok = ~np.isnan(y); yy = y[ok]
+        auc = {p: float(weighted_auroc(scores[p][ok, j], yy)[0]) for p in qmap}
+        boot = {p: _boot_auroc(scores[p][ok, j], yy, n_boot, seed) for p in qmap}
+        r = dict(n=int(ok.sum()), n_pos=int((yy == 1).sum()), **{f'{p}_auroc': auc[p] for p in qmap},
+                 auroc={p: dict(value=auc[p], ci=percentile_ci(boot[p])) for p in qmap})
+        for p in know:
+            r['difference' if p == 'description' else f'{p}_difference'] = dict(value=auc[p] - auc['name'], ci=percentile_ci(boot[p] - boot['name']))
+        if 'aspects' in qmap:
+            qa = qmap['aspects'][j]
+            r['aspects'] = list(qa.aspects) if qa.kind == 'aspects' else None   # None: no aspects, the aspects prompt fell back to the description
+        r['note'] = ("AUROC by each prompt with a 95% bootstrap interval over test images; difference = description - name, "
+                     "aspects_difference = aspects - name, each with a paired bootstrap interval (the same resamples for every prompt)")
+        out[q.label] = r
     return out
 
 def run_zeroshot(model, meta,                 # from `medklip.eval.infer.load_model`
                  test:Source,                 # split to evaluate
                  val:Source|None=None,        # split that chooses thresholds (None: only the oracle is reported)
-                 prompt:str='both',           # 'name', 'description' or 'both' (for findings outside the vocabulary)
+                 prompt:str='all',            # 'name', 'description', 'aspects', 'all' (the three) or 'both' (name and description)
                  batch_size:int=32, device:str='cpu', n_boot:int=1000, seed:int=0,
                  embed=None,                  # text embedder override (tests)
                  val_reason:str|None=None,    # why there is no validation split, for the report
@@ -127,20 +140,21 @@ def run_zeroshot(model, meta,                 # from `medklip.eval.infer.load_mo
         names = [q.label for q in qs]
         r = evaluate_classification(S[:, sl], test.labels[:, cols], names,
                                     None if VS is None else VS[:, sl], None if VS is None else val.labels[:, cols], n_boot=n_boot, seed=seed)
-        for q in qs: r['classes'][q.label]['query'] = dict(target=q.target, kind=q.kind, text=q.text or None)
-        seen = [k for k, q in enumerate(qs) if q.kind == 'entity']
+        for q in qs: r['classes'][q.label]['query'] = dict(target=q.target, kind=q.kind, text=q.text or None, prompt=q.prompt)
+        seen = [k for k, q in enumerate(qs) if q.target in ENTITY_INDEX]
         if seen and len(seen) < len(qs):    # macro over the trained findings only, unseen ones reported apart
             sc = [cols[k] for k in seen]; ss = S[:, sl][:, seen]
             r['macro_seen'] = evaluate_classification(ss, test.labels[:, sc], [names[k] for k in seen],
                                                       None if VS is None else VS[:, sl][:, seen], None if VS is None else val.labels[:, sc],
                                                       n_boot=n_boot, seed=seed)['macro']
         res[p], all_scores[p] = r, S[:, sl]
-    unseen = prompt_comparison(all_scores, qmap, test, col, n_boot, seed) if len(qmap) == 2 else {}
+    unseen = prompt_comparison(all_scores, qmap, test, col, n_boot, seed)
     report = dict(dataset=test.dataset, split=test.split, n_test=len(test),
                   validation=dict(split=val.split, n=len(val)) if VS is not None else dict(split=None, reason=val_reason or "no validation split given"),
                   checkpoint=dict(text_model=meta.get('text_model'), vocab_hash=meta.get('vocab_hash'), kb_hash=meta.get('kb_hash'), image_size=meta.get('image_size')),
                   unmapped=unmapped, prompts=res, unseen=unseen,
-                  note="entities use the checkpoint's stored description embeddings under every prompt; only findings outside the vocabulary differ between 'name' and 'description'")
+                  note="entities use the checkpoint's stored description embeddings under 'name' and 'description' (only findings outside the vocabulary differ "
+                       "between them); under 'aspects' every finding with aspects is scored by the geometric mean of its aspects' scores, one without by its description")
     return report, all_scores
 
 # %% ../../nbs/32_eval.zeroshot.ipynb #5c5a0b74
@@ -164,7 +178,8 @@ def zeroshot_parser() -> argparse.ArgumentParser:
     p.add_argument('--store', help="prepared image store (`medklip prepare`) to read images from instead of decoding")
     p.add_argument('--split', default='test', help="split to evaluate ('all' for every image)")
     p.add_argument('--val-split', default='validate', help="split whose max-F1 threshold is applied to the test split ('none' to skip)")
-    p.add_argument('--prompt', choices=('name', 'description', 'both'), default='both', help="query text for findings outside the vocabulary")
+    p.add_argument('--prompt', choices=('name', 'description', 'aspects', 'all', 'both'), default='all',
+                   help="how findings are asked: name / description (findings outside the vocabulary), aspects (any finding with aspects), all three, or both (name and description)")
     p.add_argument('--kb-file', default='', help="your knowledge YAML (params: knowledge.kb_file; '' = the packaged one): the descriptions the 'description' prompt embeds")
     p.add_argument('--batch-size', type=int, default=32)
     p.add_argument('--n-boot', type=int, default=1000, help="bootstrap resamples for 95%% intervals (0 = none)")
@@ -209,5 +224,7 @@ def zeroshot_cli(argv:list[str]|None=None) -> int:
         print(f"{test.dataset} {test.split} [{p}] macro AUROC " + (f"{m['value']:.4f} ({m['n_classes']} classes)" if m else "n/a")
               + (f", seen findings {ms['value']:.4f} ({ms['n_classes']})" if ms else '') + f" -> {a.out}")
     for lab, u in report['unseen'].items():
-        print(f"{lab} (unseen): AUROC name {u['name_auroc']:.4f}, description {u['description_auroc']:.4f}, difference {u['difference']['value']:+.4f}")
+        by = ', '.join(f"{p} {u[f'{p}_auroc']:.4f}" for p in ('name', 'description', 'aspects') if f'{p}_auroc' in u)
+        diff = ', '.join(f"{p} - name {u[k]['value']:+.4f}" for p, k in (('description', 'difference'), ('aspects', 'aspects_difference')) if k in u)
+        print(f"{lab} (unseen): AUROC {by}; {diff}")
     return 0

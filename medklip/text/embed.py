@@ -147,7 +147,17 @@ class KnowledgeEmbeddings:
     vocab_hash: str
     max_length: int = 128
     visual_attributes: bool = False
-    texts: dict = field(default_factory=dict)  # {'entities': [...], 'positions': [...], 'extra': [...]} as embedded
+    texts: dict = field(default_factory=dict)  # {'entities': [...], 'positions': [...], 'extra': [...], 'aspects': [...]} as embedded
+    aspect_names: list[str] = field(default_factory=list)  # 'type: value' of each aspect (A; 0 for folders written before aspects)
+    aspect_emb: torch.Tensor|None = None  # (A, D) aspect phrase embeddings
+    entity_aspects: torch.Tensor|None = None  # (75, A) 0/1: which aspects each entity has
+    extra_aspects: torch.Tensor|None = None  # (K, A) 0/1: which aspects each extra finding has
+
+    def __post_init__(self):
+        A = len(self.aspect_names)
+        if self.aspect_emb is None: self.aspect_emb = torch.zeros(A, self.entity_emb.shape[1])
+        if self.entity_aspects is None: self.entity_aspects = torch.zeros(len(self.entity_names), A)
+        if self.extra_aspects is None: self.extra_aspects = torch.zeros(len(self.extra_names), A)
 
     @property
     def dim(self) -> int: return self.entity_emb.shape[1]
@@ -159,30 +169,36 @@ class KnowledgeEmbeddings:
         raise MedklipError(f"{name!r} has no knowledge embedding; add it to the knowledge file and rerun medklip embed-knowledge")
 
 _TENSORS, _META = 'embeddings.safetensors', 'meta.json'
+_ASPECT_TENSORS = ('aspect_emb', 'entity_aspects', 'extra_aspects')
 
 def embed_knowledge(model_name:str=DEFAULT_TEXT_MODEL, # text encoder (see `embed_texts`)
                     pooling:str|None=None, # 'cls' / 'mean' / None for the model's own
                     kb_file:str|Path|None=None, # user knowledge YAML adding or overriding entries
                     visual_attributes:bool=False, # append each category's visual-appearance line (MedFILIP)
                     max_length:int=128, batch_size:int=64, device:str='cpu', cache_dir=None) -> KnowledgeEmbeddings:
-    "Embed entity descriptions, position prompts and extra findings of the effective knowledge base."
+    "Embed entity descriptions, position prompts, extra findings and aspect phrases of the effective knowledge base."
     kb = load_knowledge(kb_file)
-    texts = {'entities': kb.entity_texts(visual_attributes), 'positions': position_prompts(), 'extra': kb.extra_texts(visual_attributes)}
-    flat = [*texts['entities'], *texts['positions'], *texts['extra']]
+    texts = {'entities': kb.entity_texts(visual_attributes), 'positions': position_prompts(), 'extra': kb.extra_texts(visual_attributes),
+             'aspects': kb.aspect_texts()}
+    flat = [*texts['entities'], *texts['positions'], *texts['extra'], *texts['aspects']]
     emb = embed_texts(flat, model_name, pooling, max_length, batch_size, device, cache_dir)
-    ne, npos = len(ENTITIES), len(POSITIONS)
-    return KnowledgeEmbeddings(list(ENTITIES), emb[:ne], list(POSITIONS), emb[ne:ne+npos], kb.extra_names, emb[ne+npos:],
+    ne, npos, nx = len(ENTITIES), len(POSITIONS), len(kb.extra)
+    A = len(texts['aspects'])
+    mat = lambda keys: torch.tensor(kb.aspect_matrix(keys), dtype=torch.float32).reshape(len(keys), A)
+    return KnowledgeEmbeddings(list(ENTITIES), emb[:ne], list(POSITIONS), emb[ne:ne+npos], kb.extra_names, emb[ne+npos:ne+npos+nx],
                                model_name, pooling or resolve_text_model(model_name).pooling, kb_hash(kb, visual_attributes),
-                               vocab_hash(), max_length, visual_attributes, texts)
+                               vocab_hash(), max_length, visual_attributes, texts, kb.aspect_names(), emb[ne+npos+nx:],
+                               mat(list(ENTITIES)), mat(kb.extra_names))
 
 def save_knowledge_embeddings(ke:KnowledgeEmbeddings, out:str|Path) -> Path:
     "Write `ke` to the folder `out` (safetensors + meta.json, atomically)."
     from safetensors.torch import save
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: getattr(ke, k).contiguous().float() for k in ('entity_emb', 'position_emb', 'extra_emb')}
+    keys = ('entity_emb', 'position_emb', 'extra_emb') + (_ASPECT_TENSORS if ke.aspect_names else ())
+    tensors = {k: getattr(ke, k).contiguous().float() for k in keys}
     with atomic_write(out/_TENSORS, 'wb') as f: f.write(save(tensors))
     meta = {k: getattr(ke, k) for k in ('entity_names', 'position_names', 'extra_names', 'model_name', 'pooling', 'kb_hash',
-                                        'vocab_hash', 'max_length', 'visual_attributes', 'texts')}
+                                        'vocab_hash', 'max_length', 'visual_attributes', 'texts', 'aspect_names')}
     save_json({**meta, 'dim': ke.dim, 'tensors_sha256': file_sha256(out/_TENSORS)}, out/_META)
     return out
 
@@ -199,9 +215,11 @@ def load_knowledge_embeddings(path:str|Path) -> KnowledgeEmbeddings:
     t = load_file(str(d/_TENSORS))
     if meta['entity_names'] != list(ENTITIES) or meta['position_names'] != list(POSITIONS):
         raise InputError("written with a different entity/position vocabulary than this medklip; rerun medklip embed-knowledge", path=d)
+    names = meta.get('aspect_names') or []   # folders written before aspects have none (A = 0)
     return KnowledgeEmbeddings(meta['entity_names'], t['entity_emb'], meta['position_names'], t['position_emb'], meta['extra_names'],
                                t['extra_emb'], meta['model_name'], meta['pooling'], meta['kb_hash'], meta['vocab_hash'],
-                               meta.get('max_length', 128), meta.get('visual_attributes', False), meta.get('texts', {}))
+                               meta.get('max_length', 128), meta.get('visual_attributes', False), meta.get('texts', {}),
+                               names, *(t.get(k) if names else None for k in _ASPECT_TENSORS))
 
 # %% ../../nbs/08_text.embed.ipynb #fdc70c89
 def embed_knowledge_cli(argv:list[str]|None=None) -> int:
@@ -223,5 +241,6 @@ def embed_knowledge_cli(argv:list[str]|None=None) -> int:
                          int(params.get('max_length', 128)), int(params.get('batch_size', 64)), a.device)
     save_knowledge_embeddings(ke, a.out)
     print(f"wrote {a.out}: {len(ke.entity_names)} entities, {len(ke.position_names)} positions, {len(ke.extra_names)} extra, "
+          f"{len(ke.aspect_names)} aspects, "
           f"dim {ke.dim}, model {ke.model_name} ({ke.pooling}), kb {ke.kb_hash}")
     return 0

@@ -27,7 +27,7 @@ class KnowledgeEntry:
     name: str = ''  # display name (defaults to the key with spaces)
     category: str | None = None  # a key of `KnowledgeBase.categories`
     aliases: tuple[str, ...] = ()  # other names a user may query it by
-    aspects: dict | None = None  # visual aspects {type: value or [values]} (knowledge.yaml `aspects:` vocabulary)
+    aspects: tuple[tuple[str, str], ...] = ()  # MAVL visual aspects: (type, value) pairs of `KnowledgeBase.aspect_types`
 
     def __post_init__(self):
         if not self.name: object.__setattr__(self, 'name', self.key.replace('_', ' '))
@@ -39,6 +39,8 @@ class KnowledgeBase:
     extra: dict[str, KnowledgeEntry]  # out-of-vocabulary findings for zero-shot queries
     categories: dict[str, str]  # category -> visual-appearance sentence
     sources: list[str] = field(default_factory=list)  # files it was read from, packaged first
+    aspect_types: dict[str, dict[str, str]] = field(default_factory=dict)  # aspect type -> value -> phrase (the aspect vocabulary)
+    aspect_source: str = ''  # where the entries' aspects come from
 
     def text(self, key:str, visual:bool=False) -> str:
         "Query text of an entity or extra finding: its description, plus its category's appearance line if `visual`."
@@ -76,6 +78,28 @@ class KnowledgeBase:
         "Query texts of the out-of-vocabulary findings, in `extra_names` order."
         return [self.text(k, visual) for k in self.extra]
 
+    def aspect_names(self) -> list[str]:
+        "Every aspect of the vocabulary as 'type: value', in file order (types, then values)."
+        return [f"{t}: {v}" for t, vals in self.aspect_types.items() for v in vals]
+
+    def aspect_texts(self) -> list[str]:
+        "The phrase of each aspect, in `aspect_names` order (what the text encoder embeds)."
+        return [p for vals in self.aspect_types.values() for p in vals.values()]
+
+    def entry_aspects(self, key:str) -> list[str]:
+        "The 'type: value' aspects of an entity or extra finding ([] when it has none)."
+        return [f"{t}: {v}" for t, v in self.entry(key).aspects]
+
+    def aspect_matrix(self, keys) -> list[list[int]]: # entity or extra keys
+        "Binary (len(keys), A) matrix: row i marks the aspects (in `aspect_names` order) of finding keys[i]."
+        col = {n: j for j, n in enumerate(self.aspect_names())}
+        out = []
+        for k in keys:
+            row = [0] * len(col)
+            for n in self.entry_aspects(k): row[col[n]] = 1
+            out.append(row)
+        return out
+
 _norm = normalize_name
 
 # %% ../../nbs/07_text.knowledge.ipynb #307ee3c3
@@ -88,8 +112,8 @@ def _read_yaml(path:Path) -> dict:
     except yaml.YAMLError as e: raise InputError(f"not valid YAML ({str(e).splitlines()[0]}); fix the syntax", path=path) from None
     if data is None: return {}
     if not isinstance(data, dict): raise InputError("expected a mapping with sections `categories`, `entities` and/or `extra`", path=path)
-    bad = set(data) - {'version', 'categories', 'entities', 'extra', 'aspects'}
-    if bad: raise InputError(f"unknown section(s) {sorted(bad)}; allowed: categories, entities, extra", path=path)
+    bad = set(data) - {'version', 'categories', 'aspects', 'entities', 'extra'}
+    if bad: raise InputError(f"unknown section(s) {sorted(bad)}; allowed: categories, aspects, entities, extra", path=path)
     return data
 
 def _merge_entries(base:dict[str, KnowledgeEntry], section:dict, path, kind:str, allow_new:bool) -> dict[str, KnowledgeEntry]:
@@ -113,12 +137,45 @@ def _merge_entries(base:dict[str, KnowledgeEntry], section:dict, path, kind:str,
             if not isinstance(aliases, list) or not all(isinstance(a, (str, int, float)) for a in aliases):
                 raise InputError(f"{where}: `aliases` must be a list of names", path=path)
             raw = {**raw, 'aliases': tuple(str(a) for a in aliases)}
+        if 'aspects' in raw: raw = {**raw, 'aspects': _aspect_pairs(raw['aspects'], where, path)}
         raw = {k: (v.strip() if isinstance(v, str) else v) for k, v in raw.items()}
         out[key] = replace(out[key], **raw) if key in out else KnowledgeEntry(key=key, **raw)
     return out
 
+def _aspect_pairs(raw, where:str, path) -> tuple[tuple[str, str], ...]:
+    "An entry's `aspects: {type: value or [values]}` as unique (type, value) pairs (checked against the vocabulary later)."
+    if raw is None: return ()
+    if not isinstance(raw, dict): raise InputError(f"{where}: `aspects` must be a mapping type -> value or list of values, e.g. {{density: opacity, place: [base, mid zone]}}", path=path)
+    out = []
+    for t, vals in raw.items():
+        for v in (vals if isinstance(vals, list) else [vals]):
+            if not isinstance(v, (str, int, float)) or isinstance(v, bool): raise InputError(f"{where}: aspect {t}: {v!r} is not a value name", path=path)
+            if (str(t), str(v)) not in out: out.append((str(t), str(v)))
+    return tuple(out)
+
+def _aspect_vocab(old:dict, raw, path) -> tuple[dict, str|None]:
+    "The aspect vocabulary with the `aspects:` section of one file added ({source, types: {type: {value: phrase}}})."
+    if raw is None: return old, None
+    if not isinstance(raw, dict) or set(raw) - {'source', 'types'}: raise InputError("section `aspects` must be a mapping with `source` and `types` (type -> value -> phrase)", path=path)
+    types = {t: dict(v) for t, v in old.items()}
+    tr = raw.get('types') or {}
+    if not isinstance(tr, dict): raise InputError("aspects.types must map each aspect type to {value: phrase}", path=path)
+    for t, vals in tr.items():
+        if not isinstance(vals, dict): raise InputError(f"aspects.types.{t}: must map each value to its phrase, e.g. {{opacity: \"a white opacity\"}}", path=path)
+        for v, phrase in vals.items():
+            if not isinstance(phrase, str) or not phrase.strip(): raise InputError(f"aspects.types.{t}.{v}: the phrase must be a non-empty string", path=path)
+            types.setdefault(str(t), {})[str(v)] = phrase.strip()
+    src = raw.get('source')
+    return types, (str(src).strip() if src else None)
+
+def _check_aspects(kind:str, key:str, e:KnowledgeEntry, types:dict, path):
+    for t, v in e.aspects:
+        if t not in types: raise InputError(f"entry {kind}.{key}: unknown aspect type {t!r}; use one of {sorted(types)} or define it under aspects.types", path=path)
+        if v not in types[t]: raise InputError(f"entry {kind}.{key}: unknown {t} value {v!r}; use one of {sorted(types[t])} or add it under aspects.types.{t}", path=path)
+
 def _apply(kb:KnowledgeBase, data:dict, path) -> KnowledgeBase:
     cats = dict(kb.categories)
+    types, src = _aspect_vocab(kb.aspect_types, data.get('aspects'), path)
     for c, line in (data.get('categories') or {}).items():
         if not isinstance(line, str) or not line.strip(): raise InputError(f"entry categories.{c}: must be a non-empty sentence", path=path)
         cats[str(c)] = line.strip()
@@ -128,7 +185,8 @@ def _apply(kb:KnowledgeBase, data:dict, path) -> KnowledgeBase:
         for k, e in d.items():
             if e.category is not None and e.category not in cats:
                 raise InputError(f"entry {kind}.{k}: unknown category {e.category!r}; use one of {sorted(cats)} or define it under `categories:`", path=path)
-    return KnowledgeBase(ents, extra, cats, [*kb.sources, str(path)])
+            _check_aspects(kind, k, e, types, path)
+    return KnowledgeBase(ents, extra, cats, [*kb.sources, str(path)], types, src or kb.aspect_source)
 
 # %% ../../nbs/07_text.knowledge.ipynb #ff2d1e7b
 @lru_cache(1)
@@ -136,7 +194,9 @@ def _packaged() -> KnowledgeBase:
     path = resource_path('knowledge.yaml')
     data = _read_yaml(path)
     kb = _apply(KnowledgeBase({}, {}, {}), {**data, 'entities': {}}, path)
-    kb = KnowledgeBase(_merge_entries({}, data.get('entities') or {}, path, 'entities', allow_new=True), kb.extra, kb.categories, kb.sources)
+    kb = KnowledgeBase(_merge_entries({}, data.get('entities') or {}, path, 'entities', allow_new=True), kb.extra, kb.categories, kb.sources,
+                       kb.aspect_types, kb.aspect_source)
+    for k, e in kb.entities.items(): _check_aspects('entities', k, e, kb.aspect_types, path)
     missing = [e for e in ENTITIES if e not in kb.entities]
     if missing: raise MedklipError(f"{path}: entities {missing} have no description; reinstall medklip")
     kb.entities = {e: kb.entities[e] for e in ENTITIES}
@@ -145,7 +205,7 @@ def _packaged() -> KnowledgeBase:
 def load_knowledge(user_file:str|Path|None=None) -> KnowledgeBase:
     "The packaged knowledge base, with the entries of `user_file` (YAML) added or overriding packaged ones."
     kb = _packaged()
-    kb = KnowledgeBase(dict(kb.entities), dict(kb.extra), dict(kb.categories), list(kb.sources))
+    kb = KnowledgeBase(dict(kb.entities), dict(kb.extra), dict(kb.categories), list(kb.sources), {t: dict(v) for t, v in kb.aspect_types.items()}, kb.aspect_source)
     if user_file in (None, ''): return kb  # '' is how params.yaml says "no user file"
     path = Path(user_file)
     return _apply(kb, _read_yaml(path), path)
@@ -172,10 +232,13 @@ def position_prompts() -> list[str]:
 
 # %% ../../nbs/07_text.knowledge.ipynb #421d5bf9
 def kb_hash(kb:KnowledgeBase|None=None, visual:bool=False) -> str:
-    "Fingerprint of the effective knowledge base (entity/extra texts and position prompts)."
+    "Fingerprint of the effective knowledge base (entity/extra texts, position prompts and, when there are any, the aspects)."
     kb = kb or load_knowledge()
-    payload = json.dumps({'entities': kb.entity_texts(visual), 'extra': dict(zip(kb.extra_names, kb.extra_texts(visual))),
-                          'positions': position_prompts()}, sort_keys=True)
+    d = {'entities': kb.entity_texts(visual), 'extra': dict(zip(kb.extra_names, kb.extra_texts(visual))), 'positions': position_prompts()}
+    if kb.aspect_types:   # a knowledge base without aspects keeps the fingerprint it had before aspects existed
+        d['aspects'] = dict(zip(kb.aspect_names(), kb.aspect_texts()))
+        d['entry_aspects'] = {k: kb.entry_aspects(k) for k in [*kb.entities, *kb.extra] if kb.entry(k).aspects}
+    payload = json.dumps(d, sort_keys=True)
     return text_hash(payload)
 
 def query_text(name_or_description:str, mode:str='description', kb:KnowledgeBase|None=None, visual:bool=False) -> str:

@@ -14,13 +14,26 @@ from ..core import MedklipError, text_hash
 from .overlay import HEATMAP_SCALES, colorbar_html, overlay_heatmap, resize_map, scale_maps, to_png
 
 # %% auto #0
-__all__ = ['Predictor', 'IMAGE_SUFFIXES', 'NO_FINDING', 'DEFAULT_THRESHOLD', 'HINT', 'model_predictor', 'hashed_embedding',
-           'demo_predictor', 'predictor_from_checkpoint', 'list_images', 'synthetic_xray', 'load_image',
-           'image_catalog', 'filter_catalog', 'validation_thresholds', 'Inspector', 'inspector', 'snapshot']
+__all__ = ['Predictor', 'IMAGE_SUFFIXES', 'NO_FINDING', 'DEFAULT_THRESHOLD', 'HINT', 'tag_prompt', 'split_prompt',
+           'model_predictor', 'hashed_embedding', 'demo_predictor', 'predictor_from_checkpoint', 'list_images',
+           'synthetic_xray', 'load_image', 'image_catalog', 'filter_catalog', 'validation_thresholds', 'Inspector',
+           'inspector', 'snapshot']
 
 # %% ../../nbs/41_viz.inspector.ipynb #ace67920
 Predictor = Callable[[np.ndarray, Sequence[str]], list]  # (image HxW float, queries) -> [(score, heatmap HxW)]
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.dcm', '.dicom')
+
+def tag_prompt(query:str, prompt:str='description') -> list[str]:
+    "Panel names of one query under `prompt` ('all': three): 'effusion' (description, the default), 'effusion [name]', 'effusion [aspects]'."
+    from medklip.eval.infer import prompt_list
+    if split_prompt(query)[1] is not None: return [query]
+    return [query if p == 'description' else f"{query} [{p}]" for p in prompt_list(prompt)]
+
+def split_prompt(query:str) -> tuple[str, str|None]:
+    "A panel name back to (query, prompt or None when untagged)."
+    import re
+    m = re.fullmatch(r'(.*?)\s*\[(name|description|aspects)\]', query.strip())
+    return (m[1], m[2]) if m else (query, None)
 
 # %% ../../nbs/41_viz.inspector.ipynb #228075f6
 def _as_numpy(x): return x.detach().float().cpu().numpy() if hasattr(x, 'detach') else np.asarray(x, dtype=np.float32)
@@ -28,8 +41,9 @@ def _as_numpy(x): return x.detach().float().cpu().numpy() if hasattr(x, 'detach'
 def model_predictor(model, # network following the MedKLIP forward contract
                     meta:dict, # checkpoint meta: entities, entity_emb, image_size, mean, std
                     embed_text:Callable|None=None, # list[str] -> (N, D) embeddings for free text
+                    kb=None, # knowledge base for '[name]' / '[aspects]' queries (default: packaged)
                     ) -> Predictor:
-    "Turn a MedKLIP model and its checkpoint meta into a `predict(image, queries)` callable."
+    "Turn a MedKLIP model and its checkpoint meta into a `predict(image, queries)` callable ('X [aspects]': X by its aspects, see `tag_prompt`)."
     import torch
     from medklip.model import preprocess, upsample_heatmap, input_stats
     names = list(meta['entities'])
@@ -49,16 +63,23 @@ def model_predictor(model, # network following the MedKLIP forward contract
     def predict(image:np.ndarray, queries:Sequence[str]) -> list:
         # the shared query convention (medklip.eval.infer): the trained entities always run together and each
         # free text is appended alone, so a query's score never depends on what else is on screen
-        from medklip.eval.infer import Query, query_set, run_query_set
+        from medklip.eval.infer import Query, query_set, run_query_set, resolve_query
+        from medklip.methods.aspects import aspect_score, aspect_heatmap
         if not queries: return []
         img = np.asarray(image, dtype=np.float32)
         if img.ndim != 2: raise MedklipError(f"expected a grey HxW image, got shape {img.shape}")
-        qs = query_set([Query(s, s, 'entity') if s in index else Query(s, '', 'text', s) for s in queries], meta,
-                       embed=lambda texts: torch.stack([text_emb(t) for t in texts]))
+        def query(s):
+            t, p = split_prompt(s)
+            q = resolve_query(t, None, p, kb) if p in ('name', 'aspects') else None
+            if q is not None and q.kind in ('aspects', 'extra'): return q   # by aspects, or an unseen finding by its name
+            return Query(t, t, 'entity') if t in index else Query(t, '', 'text', t)
+        qs = query_set([query(s) for s in queries], meta, embed=lambda texts: torch.stack([text_emb(t) for t in texts]), kb=kb)
         u8 = torch.from_numpy((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))[None].to(dev)
         s, a = run_query_set(model, preprocess(u8, size, mean, std), qs)
-        maps = upsample_heatmap(a[:, qs.cols].float(), img.shape, mode='bilinear')[0].cpu().numpy()
-        return [(float(v), m) for v, m in zip(s[0, qs.cols].cpu().numpy(), maps)]
+        pick = lambda c: (s[0, c], a[:, c]) if isinstance(c, int) else (aspect_score(s[0, list(c)]), aspect_heatmap(a[:, list(c)]))
+        out = [pick(c) for c in qs.cols]
+        maps = upsample_heatmap(torch.stack([m for _, m in out], 1).float(), img.shape, mode='bilinear')[0].cpu().numpy()
+        return [(float(v), m) for (v, _), m in zip(out, maps)]
     return predict
 
 # %% ../../nbs/41_viz.inspector.ipynb #59c87912
@@ -181,7 +202,7 @@ DEFAULT_THRESHOLD = 0.5
 
 def validation_thresholds(source=None, # {query: threshold}, or the path of a `medklip zeroshot` metrics JSON
                           meta:dict|None=None, # checkpoint meta: its saved 'thresholds' win; its hashes check a report
-                          prompt:str='description', # which prompt's thresholds to read from a report
+                          prompt:str='description', # which prompt's thresholds to read from a report ('all': every prompt's, under its panel names)
                           ) -> tuple[dict, str]:
     "Per-query existence thresholds and a line naming where they come from (queries not listed use 0.5)."
     if meta and meta.get('thresholds'):
@@ -195,9 +216,14 @@ def validation_thresholds(source=None, # {query: threshold}, or the path of a `m
         a, b = (r.get('checkpoint') or {}).get(k), (meta or {}).get(k)
         if a and b and a != b:
             raise MedklipError(f"{p}: its thresholds were chosen for another checkpoint ({k} {a} != {b}); run `medklip zeroshot` for this one or pass thresholds=None")
-    classes = ((r.get('prompts') or {}).get(prompt) or {}).get('classes')
-    if classes is None: raise MedklipError(f"{p}: no '{prompt}' prompt section; not a `medklip zeroshot` report?")
-    t = {c: float(v['val_threshold']['value']) for c, v in classes.items() if (v.get('val_threshold') or {}).get('value') is not None}
+    from medklip.eval.infer import prompt_list
+    t = {}
+    for pr in prompt_list(prompt):
+        classes = ((r.get('prompts') or {}).get(pr) or {}).get('classes')
+        if classes is None:
+            if prompt in ('all', 'both'): continue
+            raise MedklipError(f"{p}: no '{pr}' prompt section; not a `medklip zeroshot` report?")
+        t.update({tag_prompt(c, pr)[0]: float(v['val_threshold']['value']) for c, v in classes.items() if (v.get('val_threshold') or {}).get('value') is not None})
     return t, f"thresholds: validation max-F1 from {p.name} ({len(t)} findings), {DEFAULT_THRESHOLD} for other queries"
 
 # %% ../../nbs/41_viz.inspector.ipynb #de851753
@@ -216,8 +242,9 @@ class Inspector(W.VBox):
                  note:str='', # message shown above the panels (e.g. 'random demo model')
                  thresholds:dict|None=None, # existence threshold per query; others get `DEFAULT_THRESHOLD`
                  threshold_source:str='', # where the thresholds come from (shown)
-                 scale:str='shared'): # colour scale, a key of `HEATMAP_SCALES`
-        self.predict, self.display_size = predict, display_size
+                 scale:str='shared', # colour scale, a key of `HEATMAP_SCALES`
+                 prompt:str='description'): # how each query is asked: name / description / aspects / all (one panel per prompt)
+        self.predict, self.display_size, self.prompt = predict, display_size, prompt
         self.thresholds, self.threshold_source = dict(thresholds or {}), threshold_source
         self.note = ' · '.join(s for s in (note, threshold_source) if s)
         self._cache: dict = {}; self._panels: dict = {}; self.rendered: dict = {}
@@ -278,7 +305,7 @@ class Inspector(W.VBox):
     def queries(self) -> list[str]:
         "Selected entities, then the typed descriptions, without duplicates."
         typed = [t.strip() for t in self.text.value.split(';') if t.strip()]
-        return list(dict.fromkeys([*self._selected, *typed]))
+        return list(dict.fromkeys(x for q in [*self._selected, *typed] for x in tag_prompt(q, self.prompt)))
 
     def _safe(self, fn):
         try:
@@ -415,7 +442,8 @@ def inspector(predict:Predictor|None=None, # (image, queries) -> [(score, heatma
               selected:Sequence[str]=('effusion', 'pneumonia'), # entities selected at start
               display_size:int=320, # longest side of each panel, pixels
               thresholds=None, # {query: threshold} or a `medklip zeroshot` report of this checkpoint (see `validation_thresholds`)
-              scale:str='shared') -> Inspector: # colour scale, a key of `HEATMAP_SCALES`
+              scale:str='shared', # colour scale, a key of `HEATMAP_SCALES`
+              prompt:str='description') -> Inspector: # name / description / aspects / all: how each query is asked (`evaluate.prompt`)
     "Build the interactive heatmap inspector widget."
     note, meta = '', None
     if predict is None and checkpoint is not None:
@@ -424,11 +452,11 @@ def inspector(predict:Predictor|None=None, # (image, queries) -> [(score, heatma
     if predict is None:
         predict, thresholds = demo_predictor(), None
         note = 'no checkpoint given: tiny random demo model — the heatmaps and scores mean nothing'
-    t, why = validation_thresholds(thresholds, meta)
+    t, why = validation_thresholds(thresholds, meta, prompt)
     if entities is None:
         from medklip.vocab import ENTITIES
         entities = list(ENTITIES)
-    return Inspector(predict, image_catalog(images), entities, selected, display_size, note, t, why, scale)
+    return Inspector(predict, image_catalog(images), entities, selected, display_size, note, t, why, scale, prompt)
 
 # %% ../../nbs/41_viz.inspector.ipynb #6e3485ee
 def snapshot(w:Inspector, # an inspector that has rendered

@@ -697,35 +697,47 @@ def iter_reports(src,                                             # CSV file or 
         files = sorted(src.glob('**/s*.txt'))
         if not files: raise InputError("no MIMIC-CXR report files (files/pXX/pXXXXXXXX/sXXXXXXXX.txt) found; point at the mimic-cxr-reports folder", path=src)
         for i, f in enumerate(files):
-            t = f.read_text(encoding='utf-8', errors='replace'); keep = {}
+            t = _read_bytes(f).decode('utf-8', errors='replace'); keep = {}
             for n, b in (split_sections(normalize_text(t)) if sections else []):
                 if n in sections or section_category(n) in sections: keep[n] = '\n'.join(x for x in (keep.get(n), b) if x)
             yield i, f.stem[1:], keep or {'report': t}
         return
-    if not src.exists(): raise InputError("report file not found", path=src)
+    if not src.exists() and not src.is_symlink(): raise InputError("report file not found", path=src)
     fh = io.StringIO(_decode_reports(src), newline='')
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))   # a report may be longer than csv's default 128 kB field
     rd = csv.DictReader(fh)
-    cols = rd.fieldnames or []
-    missing = [c for c in [id_col, *text_cols] if c not in cols]
-    if missing: raise InputError(f"missing column(s) {missing}; the file has {cols}. Pass --id-col/--text-cols", path=src)
     studies, dups, line = {}, [], 2  # study id -> [first line, {col: text}]; texts of a repeated id are merged in file order
-    for r in rd:
-        sid = (r[id_col] or '').strip() or None
-        if sid is None: studies[('', line)] = [line, None, {c: r[c] for c in text_cols}]
-        elif sid in studies:
-            dups.append(sid); s = studies[sid][2]
-            for c in text_cols: s[c] = '\n'.join(t for t in (s[c], r[c]) if t)
-        else: studies[sid] = [line, sid, {c: r[c] for c in text_cols}]
-        line = rd.line_num + 1
+    try:
+        cols = rd.fieldnames or []
+        missing = [c for c in [id_col, *text_cols] if c not in cols]
+        if missing: raise InputError(f"missing column(s) {missing}; the file has {cols}. Pass --id-col/--text-cols", path=src)
+        for r in rd:
+            sid = (r[id_col] or '').strip() or None
+            if sid is None: studies[('', line)] = [line, None, {c: r[c] for c in text_cols}]
+            elif sid in studies:
+                dups.append(sid); s = studies[sid][2]
+                for c in text_cols: s[c] = '\n'.join(t for t in (s[c], r[c]) if t)
+            else: studies[sid] = [line, sid, {c: r[c] for c in text_cols}]
+            line = rd.line_num + 1
+    except csv.Error as e: raise InputError(f"not a readable CSV ({e}); check the quoting on or before this line", path=src, line=rd.line_num) from None
     if dups: warnings.warn(f"{src}: study id(s) {sorted(set(dups))[:10]} appear on more than one row; their texts were merged in file order")
     for ln, sid, secs in studies.values(): yield ln, sid, secs
 
+def _read_bytes(path:Path) -> bytes:
+    "Bytes of a report file; a broken link or an unreadable file is a one-line error naming it."
+    try: return path.read_bytes()
+    except OSError as e:
+        if path.is_symlink() and not path.exists(): raise InputError(f"broken symlink (to {os.readlink(path)}); fix the link or give the file itself", path=path) from None
+        raise InputError(f"cannot read report file ({e.strerror or type(e).__name__}); check that it is a readable file (permissions)", path=path) from None
+
 def _decode_reports(src:Path) -> str:
     "Text of a report CSV: UTF-8 (BOM stripped), UTF-16 by its BOM, or Latin-1 with a warning naming the first non-UTF-8 line."
-    b = src.read_bytes()
+    b = _read_bytes(src)
     if b[:2] in (b'\xff\xfe', b'\xfe\xff'):
         try: return b.decode('utf-16')
         except UnicodeDecodeError as e: raise InputError(f"UTF-16 file does not decode ({e.reason} at byte {e.start}); re-save it as UTF-8", path=src)
+    if (k := b.find(b'\0')) >= 0:   # valid UTF-8, but text files have no NULs: UTF-16 without its byte-order mark, or not text
+        raise InputError(f"NUL bytes from line {b.count(10, 0, k) + 1}: UTF-16 without a byte-order mark, or not a text file; re-save it as UTF-8 CSV", path=src)
     try: return b.decode('utf-8-sig')
     except UnicodeDecodeError as e:
         n = b[:e.start].count(b'\n') + 1

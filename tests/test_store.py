@@ -216,3 +216,15 @@ def test_stale_lock_of_dead_pid_is_taken_over(tmp_path):
     (tmp_path / ".st.lock").write_text("999999999\n")
     assert prepare_store("tb", tmp_path, tmp_path / "st", size=8, progress=False, workers=1)["n"] == 3
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_damaged_store_files_are_one_line_errors(tmp_path):
+    "A truncated images.npy or labels.npy, or a broken meta.json: an InputError naming the file and saying to re-run prepare."
+    tb_tree(tmp_path, n=4)
+    prepare_store("tb", tmp_path, tmp_path / "st", size=16, progress=False, workers=1)
+    for name, cut in (("images.npy", 500), ("labels.npy", 20), ("meta.json", 10)):
+        f = tmp_path / "st" / name; good = f.read_bytes(); f.write_bytes(good[:cut])
+        with pytest.raises(MedklipError, match=rf"{name}: damaged store file.*re-run `medklip prepare`") as e: ImageStore(tmp_path / "st")
+        assert "\n" not in str(e.value)
+        f.write_bytes(good)
+    assert len(ImageStore(tmp_path / "st")) == 4

@@ -240,17 +240,24 @@ def _write_anatomy(tmp:Path, meta:dict, folder:Path, table:dict, size:int) -> di
 # %% ../../nbs/05_data.store.ipynb #a538d2ef
 STORE_FILES = ('images.npy', 'index.csv', 'labels.npy', 'meta.json')
 
+def _load_npy(path:Path, mmap_mode=None) -> np.ndarray:
+    "One array of a store; a truncated or foreign file is a one-line error naming it."
+    try: return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise InputError(f"damaged store file ({str(e).splitlines()[0][:120]}); re-run `medklip prepare` to write it again", path=path) from None
+
 class ImageStore:
     "Read-only view of a store written by `medklip prepare` (images memory-mapped)."
     def __init__(self, path): # store folder
         self.path = Path(path)
         missing = [f for f in STORE_FILES if not (self.path/f).exists()]
         if missing: raise InputError(f"not an image store (missing {', '.join(missing)}); create it with `medklip prepare`", path=self.path)
-        self.meta = json.loads((self.path/'meta.json').read_text())
-        self.images = np.load(self.path/'images.npy', mmap_mode='r')
-        self.labels = np.load(self.path/'labels.npy')
+        try: self.meta = json.loads((self.path/'meta.json').read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e: raise InputError(f"damaged store file, not JSON ({e}); re-run `medklip prepare`", path=self.path/'meta.json') from None
+        self.images = _load_npy(self.path/'images.npy', 'r')
+        self.labels = _load_npy(self.path/'labels.npy')
         an = self.path/'anatomy.npy'
-        self.anatomy = np.load(an, mmap_mode='r') if an.exists() and 'anatomy' in self.meta else None  # (N,S,S) region ids, or None
+        self.anatomy = _load_npy(an, 'r') if an.exists() and 'anatomy' in self.meta else None  # (N,S,S) region ids, or None
         self.index = pd.read_csv(self.path/'index.csv', dtype={'image_id': str, 'study_id': str, 'patient_id': str, 'view': str},
                                  keep_default_na=False, na_values={'orig_h': [''], 'orig_w': ['']})
         n = self.meta.get('n')

@@ -1,4 +1,4 @@
-"`medklip heatmap` on a tiny random checkpoint: overlay at the image's own size, score printed, clear errors."
+"`medklip heatmap` (medklip.viz.overlay) on a tiny random checkpoint: overlay at the image's own size, score printed, clear errors."
 import numpy as np, pytest
 from PIL import Image
 from medklip.cli import main
@@ -33,7 +33,8 @@ def test_heatmap_errors(tmp_path, capsys, args, msg):
 def test_entity_score_same_in_heatmap_and_zeroshot(tmp_path):
     "Query convention: an entity's (and an extra's) score is identical via `heatmap` and via `zeroshot` on the same image."
     import json, pandas as pd, torch
-    from medklip.eval.infer import load_model, run_heatmap
+    from medklip.eval.infer import load_model
+    from medklip.viz.overlay import run_heatmap
     from medklip.eval.zeroshot import run_zeroshot, store_source
     ck = make_ckpt(tmp_path/'m.ckpt')
     rng = np.random.default_rng(3); imgs = rng.integers(0, 256, (4, 32, 32), dtype=np.uint8)   # the model's own size: no resize

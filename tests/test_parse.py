@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from medklip.core import MedklipError
 from medklip.vocab import ENTITY_INDEX, POSITION_INDEX
-from medklip.text.parse import ReportParser, label_matrix, exist_vector, parse_reports_cli
+from medklip.text.parse import ReportParser, label_matrix, exist_vector
+from medklip.text.backends import parse_reports_cli
 
 @pytest.fixture(scope='module')
 def rp(): return ReportParser()

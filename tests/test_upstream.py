@@ -173,7 +173,8 @@ def test_imported_checkpoint_uses_upstream_preprocessing(tmp_path):
     "Imported weights: per-channel ImageNet mean/std on the RGB-replicated image after a plain resize to 224 (pinned), last-4-layer heatmaps."
     import numpy as np
     from PIL import Image
-    from medklip.eval.infer import load_model, run_heatmap
+    from medklip.eval.infer import load_model
+    from medklip.viz.overlay import run_heatmap
     from medklip.model import MedKLIPConfig, input_stats, preprocess
     from medklip.upstream import fake_upstream_state_dict
     k = make_synthetic_corpus(tmp_path/'c', n=4, size=32, text_dim=16)/'knowledge'

@@ -367,8 +367,12 @@ def test_masks_outside_root_are_refused(tmp_path):
     with pytest.raises(InputError, match="escapes the dataset root|outside the dataset root"): get_dataset("covid19_ieee8023", c).load_mask(0)
 
 
-def test_symlinked_root_is_fine(tmp_path):
-    "A dataset root that is itself a symlink (data on another disk) loads: the check compares real paths."
-    _tree("chestxray14", tmp_path / "real", "00000001_000.png") if (tmp_path / "real").mkdir() is None else None
+def test_symlinked_root_is_fine_symlinked_subfolder_is_not(tmp_path):
+    "A root that is itself a symlink (data on another disk) loads; a folder inside it linked to elsewhere is refused."
+    (tmp_path / "real").mkdir()
+    _tree("chestxray14", tmp_path / "real", "00000001_000.png")
     (tmp_path / "root").symlink_to(tmp_path / "real")
     assert len(get_dataset("chestxray14", tmp_path / "root")) == 2
+    (tmp_path / "real/images").rename(tmp_path / "elsewhere")
+    (tmp_path / "real/images").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(InputError, match="outside the dataset root"): get_dataset("chestxray14", tmp_path / "root")

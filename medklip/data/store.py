@@ -81,7 +81,7 @@ def _load_anatomy(args) -> np.ndarray|None:
 # %% ../../nbs/05_data.store.ipynb #b858cce2
 @contextlib.contextmanager
 def output_lock(out:Path):
-    "Hold `.OUT.lock` (holding this pid) while writing `out`: a second writer gets a one-line error; a dead writer's lock is taken over."
+    "Hold the lock file `.OUT.lock` (this pid in it) while writing `out`: a second writer gets a one-line error; a dead writer's is taken over."
     try: import fcntl
     except ImportError: yield; return   # no flock (Windows): unlocked, as before
     lock = out.parent/f".{out.name}.lock"

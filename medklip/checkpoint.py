@@ -64,12 +64,17 @@ def load_checkpoint(path, # a .ckpt, a model.safetensors (meta.json beside it) o
     if path.suffix == '.safetensors':
         from safetensors.torch import load_file
         if not (path.parent/'meta.json').exists(): raise MedklipError(f"{path.parent/'meta.json'} not found beside {path.name}")
-        t = load_file(str(path), device=str(map_location))
-        meta = json.loads((path.parent/'meta.json').read_text())
+        try: t = load_file(str(path), device=str(map_location))
+        except Exception as e:  # safetensors raises its own error types for a truncated or foreign file
+            raise MedklipError(f"{path}: not a readable safetensors model ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                               f"{_MODEL_FIX}") from None
+        try: meta = json.loads((path.parent/'meta.json').read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e: raise MedklipError(f"{path.parent/'meta.json'}: not valid JSON ({e}); {_MODEL_FIX}") from None
+        if lost := [k for k in _META_TENSORS if k not in t]: raise MedklipError(f"{path}: not a medklip model (no {', '.join(lost)} tensor); {_MODEL_FIX}")
         meta.update({k: t.pop(k) for k in (*_META_TENSORS, *_ASPECT_TENSORS) if k in t})
         state = {k[len('model.'):]: v for k, v in t.items()}
     else:
-        ck = read_checkpoint(path, map_location)
+        ck = read_checkpoint(path, map_location, resuming=False)
         meta, state = ck['meta'], ck['model']
     if meta.get('vocab_hash') != vocab_hash():
         raise MedklipError(f"{path}: trained with another entity/position vocabulary (hash {meta.get('vocab_hash')} != {vocab_hash()})")
@@ -78,15 +83,19 @@ def load_checkpoint(path, # a .ckpt, a model.safetensors (meta.json beside it) o
     model.load_state_dict(state)
     return model.to(map_location).eval(), meta
 
-def read_checkpoint(path, map_location='cpu') -> dict:
+_MODEL_FIX = "copy it again, write it with `medklip pretrain` (or `medklip import-upstream`), or pass another checkpoint"
+
+def read_checkpoint(path, map_location='cpu',
+                    resuming:bool=True, # the advice fits resuming a training run (True) or reading a model to use it (False)
+                   ) -> dict:
     "The raw dict of a resumable `.ckpt` file; a damaged or foreign file is a one-line error naming it."
     path = Path(path)
+    fix = "delete it to train from scratch, or point to another checkpoint" if resuming else _MODEL_FIX
     try: ck = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise MedklipError(f"{path}: not a readable medklip checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                           f"delete it to train from scratch, or point to another checkpoint") from None
+        raise MedklipError(f"{path}: not a readable medklip checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]}); {fix}") from None
     if not isinstance(ck, dict) or not str(ck.get('format', '')).startswith('medklip-checkpoint'):
-        raise MedklipError(f"{path}: not a medklip checkpoint (no 'format' entry); delete it or point to another checkpoint")
+        raise MedklipError(f"{path}: not a medklip checkpoint (no 'format' entry); {fix}")
     return ck
 
 def load_knowledge(path):

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['RESOURCES', 'MedklipError', 'InputError', 'atomic_write', 'save_json', 'text_hash', 'file_sha256', 'seed_everything',
-           'normalize_name', 'cache_root', 'parse_overrides', 'resource_path', 'load_params']
+__all__ = ['RESOURCES', 'PARAM_SECTIONS', 'MedklipError', 'InputError', 'atomic_write', 'save_json', 'text_hash', 'file_sha256',
+           'seed_everything', 'normalize_name', 'cache_root', 'parse_overrides', 'resource_path', 'load_params']
 
 # %% ../nbs/00_core.ipynb #eebfe02d
 class MedklipError(Exception):
@@ -102,12 +102,23 @@ def resource_path(name:str) -> Path:
     if not p.exists(): raise MedklipError(f"package resource {name!r} is missing from {RESOURCES}; reinstall medklip")
     return p
 
+PARAM_SECTIONS = ('data', 'demo_data', 'prepare', 'parse_reports', 'knowledge', 'pretrain', 'finetune', 'evaluate',
+                  'grounding', 'figures', 'tutorial')  # the params.yaml sections medklip's commands read
+
 def load_params(path='params.yaml', section:str|None=None) -> dict:
-    "Read the pipeline's `params.yaml` (or one section of it)."
-    import yaml
+    "Read the pipeline's `params.yaml` (or one section of it); a misspelt section name is an error suggesting the right one."
+    import difflib, yaml
     path = Path(path)
     if not path.exists(): raise MedklipError(f"{path}: parameter file not found; run from the project root or pass --params")
-    params = yaml.safe_load(path.read_text()) or {}
+    try: params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e: raise MedklipError(f"{path}: not valid YAML ({' '.join(str(e).split())}); fix the file") from None
+    if not isinstance(params, dict): raise MedklipError(f"{path}: expected sections (`name:` blocks) at the top level, got {type(params).__name__}")
+    for k in params:   # another name of the user's own is fine; a near miss of one medklip reads would be silently ignored
+        near = difflib.get_close_matches(str(k), PARAM_SECTIONS, n=1, cutoff=0.75) if k not in PARAM_SECTIONS else []
+        if near: raise MedklipError(f"{path}: section {k!r} is not one medklip reads; did you mean {near[0]!r}? rename it"
+                                    + (f" (or merge it into the {near[0]!r} section already there)" if near[0] in params else ''))
     if section is None: return params
-    if section not in params: raise MedklipError(f"{path}: no section {section!r}; add it (see the README's parameter table)")
+    if section not in params:
+        near = difflib.get_close_matches(section, [str(k) for k in params], n=1, cutoff=0.75)
+        raise MedklipError(f"{path}: no section {section!r}" + (f" (is {near[0]!r} a misspelling of it?)" if near else '') + "; add it (see the README's parameter table)")
     return params[section]

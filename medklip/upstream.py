@@ -117,7 +117,7 @@ def import_upstream(ckpt, # upstream checkpoint (.pth) saved by the original Med
     d = kn['entity_emb'].shape[1]
     if d != config.text_dim:
         raise InputError(f"knowledge embeddings are {d}-d ({kn['model_name']}), the upstream weights expect {config.text_dim}-d "
-                         f"Bio_ClinicalBERT [CLS] embeddings; run `medklip embed-knowledge --model {BIOCLINICALBERT}`", path=knowledge)
+                         f"Bio_ClinicalBERT [CLS] embeddings; run `medklip embed-knowledge --text-model {BIOCLINICALBERT} --pooling cls --out DIR` and pass DIR", path=knowledge)
     if 'bio_clinicalbert' not in kn['model_name'].lower():
         warnings.warn(f"knowledge embeddings come from {kn['model_name']!r}; the released MedKLIP weights expect "
                       f"{BIOCLINICALBERT} [CLS] 768-d embeddings, so scores will be meaningless with another encoder")

@@ -125,7 +125,8 @@ def test_imported_upstream_checkpoint_by_aspects(tmp_path):
     "An imported upstream checkpoint (aspects never trained) keeps working, and can still be asked by aspects."
     import warnings
     from PIL import Image
-    from medklip.eval.infer import load_model, run_heatmap
+    from medklip.eval.infer import load_model
+    from medklip.viz.overlay import run_heatmap
     from medklip.train import make_synthetic_corpus
     from medklip.upstream import fake_upstream_state_dict, import_upstream
     k = make_synthetic_corpus(tmp_path/'c', n=4, size=32, text_dim=16)/'knowledge'

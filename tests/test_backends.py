@@ -117,7 +117,7 @@ def test_validate_reply_rejects_bad_enums():
 
 
 def test_cli_radgraph_and_llm_backends(tmp_path, capsys):
-    from medklip.text.parse import parse_reports_cli
+    from medklip.text.backends import parse_reports_cli
     g = tmp_path / 'g.json'
     g.write_text(json.dumps({"p10/p10000032/s50414267.txt": {"text": "...", "entities": {"1": _ent("pneumothorax", "OBS-DA")}}}))
     assert parse_reports_cli([str(g), '--backend', 'radgraph', '--out', str(tmp_path / 'r.jsonl'), '--quiet']) == 0

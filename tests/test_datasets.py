@@ -276,3 +276,103 @@ def test_mimic_refuses_paths_outside_root(tmp_path):
         s = meta.iloc[0]; d = root / f"files/p{str(s.subject_id)[:2]}/p{s.subject_id}/s{s.study_id}"
         (d / f"{s.dicom_id}.jpg").unlink(); (d / f"{s.dicom_id}.jpg").symlink_to(outside / "x.jpg")
         with pytest.raises(InputError, match="escapes"): get_dataset(name, root)
+
+
+def _link(p, target):
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.exists() or p.is_symlink(): p.unlink()
+    p.symlink_to(target)
+
+
+def _dcm(p):
+    p.parent.mkdir(parents=True, exist_ok=True)
+    write_test_dicom(p, (np.arange(64).reshape(8, 8) * 50).astype(np.uint16))
+
+
+def _tree(name, root, first):
+    "A two-item tree for loader `name` whose first item is named `first`; returns the first item's image file."
+    if name == "chestxray14":
+        pd.DataFrame([(first, "Mass", 1, "PA"), ("00000002_000.png", "No Finding", 2, "PA")],
+                     columns=["Image Index", "Finding Labels", "Patient ID", "View Position"]).to_csv(root / "Data_Entry_2017.csv", index=False)
+        img(root / "images/00000002_000.png"); img(root / "images" / first); return root / "images" / first
+    if name == "rsna":
+        pd.DataFrame([(first, None, None, None, None, 0), ("p2", None, None, None, None, 0)],
+                     columns=["patientId", "x", "y", "width", "height", "Target"]).to_csv(root / "stage_2_train_labels.csv", index=False)
+        _dcm(root / "stage_2_train_images/p2.dcm"); _dcm(root / f"stage_2_train_images/{first}.dcm"); return root / f"stage_2_train_images/{first}.dcm"
+    if name == "siim":
+        pd.DataFrame({"ImageId": [first, "B"], "EncodedPixels": ["-1", "-1"]}).to_csv(root / "train-rle.csv", index=False)
+        _dcm(root / "dicom-images-train/1/B.dcm"); _dcm(root / f"dicom-images-train/{first}.dcm"); return root / f"dicom-images-train/{first}.dcm"
+    if name == "chexpert":
+        pd.DataFrame({"Path": [f"CheXpert-v1.0/train/patient00001/study1/{first}", "CheXpert-v1.0/train/patient00002/study1/b.jpg"],
+                      "Edema": [1.0, 0.0]}).to_csv((root / "CheXpert-v1.0").mkdir() or root / "CheXpert-v1.0/train.csv", index=False)
+        img(root / "CheXpert-v1.0/train/patient00002/study1/b.jpg"); return root / f"CheXpert-v1.0/train/patient00001/study1/{first}"
+    if name == "covidx":
+        (root / "train.txt").write_text(f"101 {first} COVID-19 cohen\n102 b.png normal rsna\n")
+        img(root / "train/b.png"); return root / "train" / first
+    if name == "iu_xray":
+        pd.DataFrame(dict(study_id=["1", "2"], image_filenames=[first, "b.png"], views=["PA", "PA"], findings=["", ""],
+                          impression=["", ""], mesh_major=["", ""])).to_csv(root / "reports.csv", index=False)
+        img(root / "images/b.png"); return root / "images" / first
+    if name in ("tb", "kermany", "covid19_ieee8023"):
+        pd.DataFrame(dict(image_id=["a", "b"], patient_id=["a", "b"], image_path=[f"images/{first}", "images/b.png"],
+                          tuberculosis=[0, 1], pneumonia=[0, 1])).to_csv(root / "labels.csv", index=False)
+        img(root / "images/b.png"); return root / "images" / first
+    if name == "tb_scan":
+        img(root / "Shenzhen/CXR_png/CHNCXR_0002_1.png"); return root / "Shenzhen/CXR_png/CHNCXR_0001_0.png"
+    if name == "kermany_scan":
+        img(root / "chest_xray/train/NORMAL/IM-0002-0001.jpeg"); return root / "chest_xray/train/PNEUMONIA/person1_virus_6.jpeg"
+
+
+LOADERS = ["chestxray14", "rsna", "siim", "chexpert", "covidx", "iu_xray", "tb", "kermany", "covid19_ieee8023"]
+OUTSIDE = "escapes the dataset root|outside the dataset root"
+
+
+@pytest.mark.parametrize("name", LOADERS + ["tb_scan", "kermany_scan"])
+def test_every_loader_refuses_paths_outside_root(tmp_path, name):
+    "A traversal row and a symlink to a file outside the root are refused (one line naming the item), for every loader and layout."
+    loader, ext = name.split("_scan")[0], {"rsna": ".dcm", "siim": ".dcm", "kermany_scan": ".jpeg"}.get(name, ".png")
+    (tmp_path / "outside").mkdir()
+    target = tmp_path / "outside" / f"x{ext}"
+    _dcm(target) if ext == ".dcm" else img(target)
+    ok = tmp_path / "ok"; ok.mkdir()
+    first = _tree(name, ok, f"a{ext}" if ext != ".dcm" else "a")
+    if not first.exists(): img(first)
+    check_contract(get_dataset(loader, ok))   # the clean tree loads
+    link = tmp_path / "link"; link.mkdir()
+    _link(_tree(name, link, f"a{ext}" if ext != ".dcm" else "a"), target)
+    with pytest.raises(InputError, match=OUTSIDE) as e: get_dataset(loader, link)
+    assert "\n" not in str(e.value) and str(link) in str(e.value)
+    if name.endswith("_scan"): return
+    trav = tmp_path / "trav"; trav.mkdir()
+    _tree(name, trav, "../" * 8 + (f"outside/x{ext}" if ext != ".dcm" else "outside/x"))
+    with pytest.raises(InputError, match=OUTSIDE): get_dataset(loader, trav)
+
+
+def test_masks_outside_root_are_refused(tmp_path):
+    "A mask file that is a symlink out of the root is refused when read, for the demo, tb and covid19_ieee8023 loaders."
+    (tmp_path / "outside").mkdir(); m = np.zeros((20, 16), np.uint8); m[2:5, 2:5] = 255
+    Image.fromarray(m).save(tmp_path / "outside/m.png")
+    root = mimic_tree(tmp_path / "demo", demo=True)
+    _link(root / "demo/masks/d0_0__effusion.png", tmp_path / "outside/m.png")
+    ds = get_dataset("demo", root); i = int(np.flatnonzero(ds.csv["image_id"] == "d0_0")[0])
+    with pytest.raises(InputError, match="mask resolves to .*outside the dataset root"): ds.load_mask(i)
+    t = tmp_path / "tb"; img(t / "images/a.png")
+    _link(t / "masks/a.png", tmp_path / "outside/m.png")
+    pd.DataFrame(dict(image_id=["a"], patient_id=["a"], image_path=["images/a.png"], mask_path=["masks/a.png"], tuberculosis=[1])).to_csv(t / "labels.csv", index=False)
+    with pytest.raises(InputError, match="escapes the dataset root|outside the dataset root"): get_dataset("tb", t).load_mask(0)
+    c = tmp_path / "covid"; img(c / "images/a.png")
+    pd.DataFrame(dict(image_id=["a"], patient_id=["1"], image_path=["images/a.png"], finding_labels=["COVID-19"])).to_csv(c / "labels.csv", index=False)
+    _link(c / "masks/a.png", tmp_path / "outside/m.png")
+    pd.DataFrame(dict(image_id=["a"], mask_path=["masks/a.png"])).to_csv(c / "lung_masks.csv", index=False)
+    with pytest.raises(InputError, match="escapes the dataset root|outside the dataset root"): get_dataset("covid19_ieee8023", c).load_mask(0)
+
+
+def test_symlinked_root_is_fine_symlinked_subfolder_is_not(tmp_path):
+    "A root that is itself a symlink (data on another disk) loads; a folder inside it linked to elsewhere is refused."
+    (tmp_path / "real").mkdir()
+    _tree("chestxray14", tmp_path / "real", "00000001_000.png")
+    (tmp_path / "root").symlink_to(tmp_path / "real")
+    assert len(get_dataset("chestxray14", tmp_path / "root")) == 2
+    (tmp_path / "real/images").rename(tmp_path / "elsewhere")
+    (tmp_path / "real/images").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(InputError, match="outside the dataset root"): get_dataset("chestxray14", tmp_path / "root")

@@ -102,3 +102,11 @@ def test_readme_variants_train_what_their_parameters_say(project):
         if changed:                                                       # a different run, never the baseline model re-saved
             assert 'starting a fresh run' in out or 'no checkpoint' in out or 'Running stage' in out
             assert any(not (w[k] == base_w[k]).all() for k in base_w if k.startswith('model.')), cmd
+
+
+@pytest.mark.parametrize("lower,upper", [("medklip.text.parse", "medklip/text/backends.py"),
+                                         ("medklip.eval.infer", "medklip/viz/overlay.py"),
+                                         ("medklip.eval.infer", "medklip/viz/__init__.py")])
+def test_imports_run_one_way(lower, upper):
+    "The rule parser never imports the backends built on it; evaluation never reaches up into visualisation (lazy imports count)."
+    assert upper not in stage_deps.closure([lower])

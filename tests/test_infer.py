@@ -1,4 +1,4 @@
-"`medklip heatmap` on a tiny random checkpoint: overlay at the image's own size, score printed, clear errors."
+"`medklip heatmap` (medklip.viz.overlay) on a tiny random checkpoint: overlay at the image's own size, score printed, clear errors."
 import numpy as np, pytest
 from PIL import Image
 from medklip.cli import main
@@ -33,7 +33,8 @@ def test_heatmap_errors(tmp_path, capsys, args, msg):
 def test_entity_score_same_in_heatmap_and_zeroshot(tmp_path):
     "Query convention: an entity's (and an extra's) score is identical via `heatmap` and via `zeroshot` on the same image."
     import json, pandas as pd, torch
-    from medklip.eval.infer import load_model, run_heatmap
+    from medklip.eval.infer import load_model
+    from medklip.viz.overlay import run_heatmap
     from medklip.eval.zeroshot import run_zeroshot, store_source
     ck = make_ckpt(tmp_path/'m.ckpt')
     rng = np.random.default_rng(3); imgs = rng.integers(0, 256, (4, 32, 32), dtype=np.uint8)   # the model's own size: no resize
@@ -56,3 +57,22 @@ def test_heatmap_on_a_directory_says_so(tmp_path, capsys):
     rc = main(['heatmap', str(tmp_path), '--checkpoint', str(tmp_path/'none.ckpt'), '--entity', 'effusion', '--out', str(tmp_path/'h.png')])
     err = capsys.readouterr().err
     assert rc == 2 and 'is a directory' in err and 'not found' not in err
+
+
+def test_damaged_model_files_are_one_line_errors(tmp_path, capsys):
+    "A truncated model.safetensors, a pickle renamed to it, or a truncated .ckpt: one line naming the file, with advice fit for inference."
+    import pickle, torch
+    from medklip.checkpoint import load_checkpoint, save_final
+    ck = make_ckpt(tmp_path/'m.ckpt')
+    model, meta = load_checkpoint(ck)
+    save_final(tmp_path/'model', model, dict(meta, extra_names=[], extra_emb=torch.zeros(0, 8)))
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 20), dtype=np.uint8)).save(tmp_path/'x.png')
+    st, good_ck = tmp_path/'model/model.safetensors', ck.read_bytes()
+    good = st.read_bytes()
+    for target, data in ((st, good[:len(good) // 2]), (st, pickle.dumps({'model': {'w': [1.0]}})), (ck, good_ck[:2000])):
+        target.write_bytes(data)
+        arg = tmp_path/'model' if target == st else ck
+        assert main(['heatmap', str(tmp_path/'x.png'), '--checkpoint', str(arg), '--entity', 'effusion', '--out', str(tmp_path/'o.png')]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count('\n') == 0 and target.name in err and 'train from scratch' not in err and 'medklip pretrain' in err, err
+        target.write_bytes(good if target == st else good_ck)

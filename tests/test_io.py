@@ -122,3 +122,19 @@ def test_jpeg_draft_decode_matches_full_decode(tmp_path):
 
 def test_directory_is_named(tmp_path):
     with pytest.raises(ImageReadError, match="is a directory"): read_image(tmp_path)
+
+
+def test_alpha_is_ignored_not_composited(tmp_path):
+    "An X-ray saved with partial alpha reads as its colour channels: not darkened (over black) nor lightened (over white)."
+    g = (np.arange(20 * 30).reshape(20, 30) % 200 + 40).astype(np.uint8)
+    a = np.full_like(g, 128); a[:, :10] = 0; a[:, 20:] = 255
+    ref = read_image(_save(tmp_path / "l.png", Image.fromarray(g)))[0]
+    for mode, arr in (("RGBA", np.dstack([g, g, g, a])), ("LA", np.dstack([g, a]))):
+        out, hw = read_image(_save(tmp_path / f"{mode}.png", Image.fromarray(arr, mode)))
+        assert hw == (20, 30) and np.array_equal(out, ref), mode
+    p = Image.fromarray(g).convert("P"); p.info["transparency"] = int(np.asarray(p)[0, 0])
+    assert np.array_equal(read_image(_save(tmp_path / "p.png", p, transparency=p.info["transparency"]))[0], ref)
+
+
+def _save(path, im, **kw):
+    im.save(path, **kw); return path

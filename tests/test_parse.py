@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from medklip.core import MedklipError
 from medklip.vocab import ENTITY_INDEX, POSITION_INDEX
-from medklip.text.parse import ReportParser, label_matrix, exist_vector, parse_reports_cli
+from medklip.text.parse import ReportParser, label_matrix, exist_vector
+from medklip.text.backends import parse_reports_cli
 
 @pytest.fixture(scope='module')
 def rp(): return ReportParser()
@@ -511,3 +512,39 @@ def test_pulse_generator_is_a_device_not_a_catheter(rp):
     "A tip over the right atrium from a cardiac generator's leads is not a central line."
     assert 'catheter' not in dict(ex(rp, 'Cardiac xxxx generator overlies the left upper thorax with xxxx tips overlying the right atrium.'))
     assert ('catheter', 1) in ex(rp, 'Right chest catheter tip in the right atrium.')
+
+def _one_line_error(capsys, argv):
+    "Run `medklip parse-reports ARGV`: exit status 2 and the single stderr line."
+    from medklip.cli import main
+    assert main(['parse-reports', *argv, '--workers', '1', '--quiet']) == 2
+    err = capsys.readouterr().err.strip()
+    assert '\n' not in err and 'Traceback' not in err, err
+    return err
+
+def test_cli_bad_report_files_are_one_line_errors(tmp_path, capsys, monkeypatch):
+    "Broken symlink, unreadable file, UTF-16 without a BOM: one line naming the file and what to do, exit 2."
+    out = ['--out', str(tmp_path/'o.jsonl')]
+    (tmp_path/'link.csv').symlink_to(tmp_path/'gone.csv')
+    err = _one_line_error(capsys, [str(tmp_path/'link.csv'), *out])
+    assert 'broken symlink' in err and 'link.csv' in err and 'gone.csv' in err
+    u16 = tmp_path/'u16.csv'; u16.write_bytes('study_id,findings,impression\n1,Small effusion.,\n'.encode('utf-16-le'))
+    err = _one_line_error(capsys, [str(u16), *out])
+    assert 'u16.csv' in err and 'UTF-16 without a byte-order mark' in err and 're-save it as UTF-8' in err
+    ok = tmp_path/'ok.csv'; ok.write_text('study_id,findings,impression\n1,Small left effusion.,\n')
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, 'read_bytes', lambda self: (_ for _ in ()).throw(PermissionError(13, 'Permission denied')) if self.name == 'ok.csv' else real(self))
+    err = _one_line_error(capsys, [str(ok), *out])
+    assert 'ok.csv' in err and 'Permission denied' in err and not (tmp_path/'o.jsonl').exists()
+
+def test_cli_huge_report_field_is_read(tmp_path):
+    "A 1 MB report (over csv's default 128 kB field limit) is parsed, not a traceback."
+    src = tmp_path/'big.csv'; src.write_text('study_id,findings,impression\n1,' + 'Small left pleural effusion. ' * 40000 + ',\n')
+    out = tmp_path/'o.jsonl'
+    assert parse_reports_cli([str(src), '--out', str(out), '--workers', '1', '--quiet']) == 0
+    assert {'entity': 'effusion', 'position': 'left_pleural', 'exist': 1} in json.loads(out.read_text())['triplets']
+
+def test_cli_mimic_folder_broken_link_is_named(tmp_path, capsys):
+    d = tmp_path/'files/p10/p10000032'; d.mkdir(parents=True)
+    (d/'s1.txt').symlink_to(tmp_path/'nowhere.txt')
+    err = _one_line_error(capsys, [str(tmp_path), '--out', str(tmp_path/'o.jsonl')])
+    assert 's1.txt' in err and 'broken symlink' in err

@@ -1,5 +1,6 @@
-"medklip prepare / ImageStore: contents, skip report, atomic replacement, CLI."
-import json
+"medklip prepare / ImageStore: contents, skip report, atomic replacement, CLI, the output lock, workers dying with a killed run."
+import json, os, subprocess, sys, time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -148,7 +149,7 @@ def test_prepare_workers_default_all_cores(tmp_path, monkeypatch):
     import medklip.data.store as ms
     seen = []
     class Pool(ms.ProcessPoolExecutor):
-        def __init__(self, n): seen.append(n); super().__init__(min(n, 2))
+        def __init__(self, n, **kw): seen.append(n); super().__init__(min(n, 2), **kw)
     monkeypatch.setattr(ms, "ProcessPoolExecutor", Pool); monkeypatch.setattr(ms.os, "cpu_count", lambda: 7)
     tb_tree(tmp_path, n=4)
     prepare_store("tb", tmp_path, tmp_path / "st", size=8, progress=False)
@@ -168,3 +169,62 @@ def test_store_is_location_independent(tmp_path, monkeypatch):
     meta = json.loads(out['a'][1])
     assert meta['root'] == 'data' and not meta['skipped'][0]['path'].startswith('/')
     assert not any(str(tmp_path) in b.decode() for b in out['a'])
+
+
+def _children(pid):
+    "Pids of the live (not zombie) processes whose parent is `pid` (Linux /proc)."
+    out = []
+    for d in Path("/proc").iterdir():
+        try: st = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError): continue
+        if st[1] == str(pid) and st[0] != "Z": out.append(int(d.name))
+    return out
+
+
+def _alive(pid):
+    try: return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError: return False
+
+
+def test_second_prepare_is_refused_and_killed_prepare_leaves_no_workers(tmp_path):
+    "While one prepare writes --out a second gets a one-line error naming its pid; SIGKILL on it ends its workers; the next run takes the lock over."
+    if not Path("/proc/self/stat").exists(): pytest.skip("needs Linux /proc")
+    tb_tree(tmp_path, n=40)
+    script = (f"import time, medklip.data.store as ms\norig = ms.read_image\n"
+              f"ms.read_image = lambda *a, **k: (time.sleep(0.5), orig(*a, **k))[1]\n"
+              f"ms.prepare_store('tb', {str(tmp_path)!r}, {str(tmp_path / 'st')!r}, size=8, progress=False, workers=2)\n")
+    repo = str(Path(__file__).resolve().parents[1])
+    p = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ, PYTHONPATH=repo, OMP_NUM_THREADS="1"))
+    try:
+        kids, t0 = [], time.time()
+        while len(kids) < 2 and time.time() - t0 < 60 and p.poll() is None: time.sleep(0.1); kids = _children(p.pid)
+        assert len(kids) >= 2, "the prepare subprocess never started its workers"
+        assert (tmp_path / ".st.lock").read_text().strip() == str(p.pid)
+        with pytest.raises(MedklipError, match=rf"^another prepare is writing {tmp_path / 'st'} \(pid {p.pid}\); wait"):
+            prepare_store("tb", tmp_path, tmp_path / "st", size=8, progress=False, workers=1)
+    finally: p.kill(); p.wait()
+    t0 = time.time()
+    while any(map(_alive, kids)) and time.time() - t0 < 10: time.sleep(0.1)
+    assert not any(map(_alive, kids)), "workers outlived their killed prepare"
+    assert (tmp_path / ".st.lock").exists()   # the dead run's lock is left, stale
+    meta = prepare_store("tb", tmp_path, tmp_path / "st", size=8, progress=False, workers=1, log=lambda m: None)
+    assert meta["n"] == 40 and not (tmp_path / ".st.lock").exists()
+
+
+def test_stale_lock_of_dead_pid_is_taken_over(tmp_path):
+    tb_tree(tmp_path, n=3)
+    (tmp_path / ".st.lock").write_text("999999999\n")
+    assert prepare_store("tb", tmp_path, tmp_path / "st", size=8, progress=False, workers=1)["n"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_damaged_store_files_are_one_line_errors(tmp_path):
+    "A truncated images.npy or labels.npy, or a broken meta.json: an InputError naming the file and saying to re-run prepare."
+    tb_tree(tmp_path, n=4)
+    prepare_store("tb", tmp_path, tmp_path / "st", size=16, progress=False, workers=1)
+    for name, cut in (("images.npy", 500), ("labels.npy", 20), ("meta.json", 10)):
+        f = tmp_path / "st" / name; good = f.read_bytes(); f.write_bytes(good[:cut])
+        with pytest.raises(MedklipError, match=rf"{name}: damaged store file.*re-run `medklip prepare`") as e: ImageStore(tmp_path / "st")
+        assert "\n" not in str(e.value)
+        f.write_bytes(good)
+    assert len(ImageStore(tmp_path / "st")) == 4

@@ -92,6 +92,20 @@ def test_knowledge_dim_mismatch(upstream_sd, tmp_path):
     with pytest.raises(MedklipError, match='768'): import_upstream(tmp_path/'up.pth', k32, tmp_path/'o', log=lambda *a: None)
 
 
+def test_advice_names_flags_that_exist(upstream_sd, tmp_path, capsys):
+    "The `medklip embed-knowledge ...` that the dimension error advises uses only that command's own flags."
+    import re
+    from medklip.text.embed import embed_knowledge_cli
+    k32 = make_synthetic_corpus(tmp_path/'c', n=4, size=32, text_dim=32)/'knowledge'
+    torch.save({'model': upstream_sd}, tmp_path/'up.pth')
+    with pytest.raises(MedklipError) as e: import_upstream(tmp_path/'up.pth', k32, tmp_path/'o', log=lambda *a: None)
+    advised = re.search(r"`medklip embed-knowledge ([^`]*)`", str(e.value)).group(1)
+    with pytest.raises(SystemExit): embed_knowledge_cli(['--help'])
+    usage = capsys.readouterr().out
+    flags = re.findall(r"--[a-z-]+", advised)
+    assert flags and all(re.search(rf"(?<![\w-]){f}\b", usage) for f in flags), (flags, usage)
+
+
 class _Cfg:  # an object torch.load(weights_only=True) refuses
     lr = 1e-4
 
@@ -159,7 +173,8 @@ def test_imported_checkpoint_uses_upstream_preprocessing(tmp_path):
     "Imported weights: per-channel ImageNet mean/std on the RGB-replicated image after a plain resize to 224 (pinned), last-4-layer heatmaps."
     import numpy as np
     from PIL import Image
-    from medklip.eval.infer import load_model, run_heatmap
+    from medklip.eval.infer import load_model
+    from medklip.viz.overlay import run_heatmap
     from medklip.model import MedKLIPConfig, input_stats, preprocess
     from medklip.upstream import fake_upstream_state_dict
     k = make_synthetic_corpus(tmp_path/'c', n=4, size=32, text_dim=16)/'knowledge'

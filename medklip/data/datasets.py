@@ -58,16 +58,31 @@ def _read_csv(path:Path, required=(), **kw) -> pd.DataFrame:
     if missing: raise InputError(f"missing column(s) {missing}; the published layout has {list(required)}", path=path)
     return df
 
+def _escaping(root, paths) -> tuple[int, str]|None:
+    "(index, resolved path) of the first of `paths` (absolute) that lies or resolves (symlinks followed) outside `root`, else None."
+    base = os.path.normpath(str(root)); pre = base + os.sep; real = os.path.realpath(base) + os.sep
+    dirs = {base: real[:-1]}  # folder -> its real path, built from its parent's: one lstat per folder and per file (MIMIC: 377k files)
+    def real_dir(d):
+        if d not in dirs:
+            parent, name = os.path.split(d)
+            dirs[d] = os.path.realpath(d) if parent == d or os.path.islink(d) else os.path.join(real_dir(parent), name)
+        return dirs[d]
+    for i, p in enumerate(map(str, paths)):
+        n = os.path.normpath(p)
+        if not n.startswith(pre): return i, n
+        if '..' in p.split(os.sep) or os.path.islink(n): rp = os.path.realpath(p)
+        else: d, b = os.path.split(n); rp = os.path.join(real_dir(d), b)
+        if not (rp + os.sep).startswith(real): return i, rp
+    return None
+
 def _inside(root:Path, rels, csv_path:Path, first:int=2) -> list[str]: # first: the file line of rels[0] (2 = CSV after a header)
     "Absolute paths of `rels` (relative to root); any that escapes the root is an InputError naming the CSV file line (data row i = line i+2)."
-    base = os.path.normpath(str(root)); pre = base + os.sep; real = os.path.realpath(base) + os.sep
-    out = []
+    base = os.path.normpath(str(root)); out = []
     for i, r in enumerate(rels):
         if not isinstance(r, str) or not r.strip(): raise InputError("empty image path", path=csv_path, line=i+first)
-        p = os.path.normpath(os.path.join(base, r)); rp = os.path.realpath(p)
-        if not p.startswith(pre) or not (rp + os.sep).startswith(real): raise InputError(f"path {r!r} escapes the dataset root {base}; paths must stay inside it", path=csv_path, line=i+first)
-        out.append(p)
-    return out
+        out.append(os.path.join(base, r))
+    if bad := _escaping(base, out): raise InputError(f"path {rels[bad[0]]!r} escapes the dataset root {base}; paths must stay inside it", path=csv_path, line=bad[0]+first)
+    return [os.path.normpath(p) for p in out]
 
 def _file_index(root:Path, pattern:str) -> dict[str, str]:
     "Map file name (and stem) → absolute path for files matching `pattern` anywhere under root (one walk)."
@@ -84,13 +99,27 @@ class CXRDataset:
     def __init__(self, root, # dataset root folder, in the published layout
                  split:str|None=None, # train / validate / test; None = all items
                 ):
-        self.root = Path(root).expanduser().absolute()
+        self.root = Path(os.path.normpath(Path(root).expanduser().absolute()))
         if not self.root.is_dir(): raise InputError(f"dataset root for {self.name!r} is not a folder", path=self.root)
         self.split = norm_split(split)
         self.boxes: dict[str, list[dict]] = {}
         self._load()
+        self._check_root()
 
     def _load(self): raise NotImplementedError
+
+    def _check_root(self):
+        "Refuse an item whose image lies or resolves (symlinks followed) outside the root: every loader goes through this."
+        if bad := _escaping(self.root, self.csv['image_path']):
+            r = self.csv.iloc[bad[0]]
+            raise InputError(f"{self.name} image {r['image_id']!r} resolves to {bad[1]}, outside the dataset root {self.root}; "
+                             f"put the file itself (not a link) inside the root, or remove its row", path=r['image_path'])
+
+    def _read_mask(self, path) -> np.ndarray:
+        "A PNG mask as bool; one that lies or resolves outside the root is refused like an image."
+        if bad := _escaping(self.root, [os.path.abspath(path)]):
+            raise InputError(f"{self.name} mask resolves to {bad[1]}, outside the dataset root {self.root}; put the file itself (not a link) inside the root", path=path)
+        return _read_png_mask(path)
 
     def _finish(self, csv:pd.DataFrame, labels:np.ndarray, pathologies:list[str]):
         "Check the item table, keep the requested split and store `.csv`, `.labels`, `.pathologies`."
@@ -220,7 +249,7 @@ class DemoCXR_Dataset(MIMIC_CXR_Dataset):
         if not ms: return None
         out = None
         for p in ms.values():
-            m = _read_png_mask(p); out = m if out is None else out | m
+            m = self._read_mask(p); out = m if out is None else out | m
         return out
 
 # %% ../../nbs/03_data.datasets.ipynb #dc35bea1
@@ -487,7 +516,7 @@ class TB_Dataset(_LabelsCSV_Dataset):
         ps = self._mask_paths[i]
         if label not in (None, 'lungs') or not ps: return None
         out = None
-        for p in ps: m = _read_png_mask(p); out = m if out is None else out | m
+        for p in ps: m = self._read_mask(p); out = m if out is None else out | m
         return out
 
 class Kermany_Dataset(_LabelsCSV_Dataset):
@@ -559,7 +588,7 @@ class COVID19_IEEE8023_Dataset(_LabelsCSV_Dataset):
     def load_mask(self, i:int, label:str|None=None) -> np.ndarray|None:
         "The lungVAE lung mask (label None or 'lungs'); the set has no lesion masks."
         p = self._masks.get(self.csv['image_id'].iloc[i])
-        return _read_png_mask(p) if p and label in (None, 'lungs') else None
+        return self._read_mask(p) if p and label in (None, 'lungs') else None
 
 # %% ../../nbs/03_data.datasets.ipynb #325320c1
 DATASETS: dict[str, type[CXRDataset]] = {c.name: c for c in (

@@ -35,10 +35,8 @@ def _read_pil(path:Path, min_size:int|None=None) -> tuple[np.ndarray, tuple[int,
                 lo, hi = float(arr.min()), float(arr.max())
                 return _check_range(arr, lo, hi, path), hw
             if im.mode != 'L':
-                if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
-                    im = im.convert('RGBA'); bg = Image.new('RGBA', im.size, (0, 0, 0, 255))
-                    im = Image.alpha_composite(bg, im)
-                im = im.convert('L')
+                if im.mode == 'P' and 'transparency' in im.info: im = im.convert('RGBA')   # palette transparency: PIL wants RGBA first
+                im = im.convert('L')   # alpha is dropped, not composited: the grey levels stay those written
             arr = np.asarray(im, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageReadError(f"cannot decode image ({type(e).__name__}: {e}); re-export or remove the file", path=path) from e

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/05_data.store.ipynb #ad6e444b
 from __future__ import annotations
-import argparse, json, os, shutil, sys, tempfile, time
+import argparse, contextlib, json, os, shutil, sys, tempfile, threading, time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from .datasets import get_dataset, DATASETS, norm_split
 from ..vocab import POSITION_INDEX
 
 # %% auto #0
-__all__ = ['STORE_FILES', 'resize_uint8', 'read_anatomy_table', 'prepare_store', 'ImageStore', 'prepare_cli']
+__all__ = ['STORE_FILES', 'resize_uint8', 'read_anatomy_table', 'output_lock', 'prepare_store', 'ImageStore', 'prepare_cli']
 
 # %% ../../nbs/05_data.store.ipynb #d0ab9af3
 def resize_uint8(img:np.ndarray, # float HxW in [0, 1]
@@ -27,6 +27,13 @@ def resize_uint8(img:np.ndarray, # float HxW in [0, 1]
     u8 = np.clip(img * 255. + .5, 0, 255).astype(np.uint8)
     if u8.shape == (size, size): return u8
     return np.asarray(Image.fromarray(u8).resize((size, size), Image.Resampling.BILINEAR))
+
+def _exit_with_parent(ppid:int):
+    "Worker initializer: end this worker as soon as the process that started it is gone (a killed `prepare` leaves no workers)."
+    def watch():
+        while os.getppid() == ppid: time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
 
 def _load_one(args) -> tuple:
     "Worker: (path, size, draft) → (uint8 S×S, (h, w), None) or (None, None, reason)."
@@ -72,6 +79,28 @@ def _load_anatomy(args) -> np.ndarray|None:
     return np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.NEAREST))
 
 # %% ../../nbs/05_data.store.ipynb #b858cce2
+@contextlib.contextmanager
+def output_lock(out:Path):
+    "Hold the lock file `.OUT.lock` (this pid in it) while writing `out`: a second writer gets a one-line error; a dead writer's is taken over."
+    try: import fcntl
+    except ImportError: yield; return   # no flock (Windows): unlocked, as before
+    lock = out.parent/f".{out.name}.lock"
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # the kernel drops it when its holder dies, however it dies
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode(errors='replace').strip() or '?'; os.close(fd)
+            raise MedklipError(f"another prepare is writing {out} (pid {pid}); wait for it to finish or stop it, then run again") from None
+        try: same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError: same = False
+        if same: break
+        os.close(fd)   # its holder removed the file between our open and our lock: lock the new one
+    os.ftruncate(fd, 0); os.write(fd, f"{os.getpid()}\n".encode())
+    try: yield
+    finally:
+        with contextlib.suppress(FileNotFoundError): os.unlink(lock)
+        fcntl.flock(fd, fcntl.LOCK_UN); os.close(fd)
+
 def _select(ds, splits) -> np.ndarray:
     "Row indices of `ds` in any of `splits` (None = all)."
     if not splits: return np.arange(len(ds))
@@ -102,20 +131,21 @@ def prepare_store(dataset:str, # loader name (see `get_dataset`)
     key = text_hash(json.dumps([dataset, str(Path(root).absolute()), size, sorted(splits or []), bool(draft), str(anatomy)])
                     + '\n'.join(map(str, paths)))[:12]
     tmp = out.parent/f".{out.name}.tmp-{key}"
-    for old in out.parent.glob(f".{out.name}.*"):   # debris of other inputs, or of an interrupted replacement
-        rest = old.name[len(out.name) + 2:]
-        if old != tmp and old.is_dir() and rest[:4] in ('tmp-', 'old-') and '.' not in rest: shutil.rmtree(old, ignore_errors=True)
-    tmp.mkdir(exist_ok=True)
-    try:
-        meta = _write_store(ds, rows, paths, tmp, size, workers, progress, dataset, splits, draft,
-                            log or (lambda m: print(m, file=sys.stderr)))
-        if table is not None: meta = _write_anatomy(tmp, meta, Path(anatomy), table, size)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-")); os.rmdir(old)
-            os.rename(out, old); os.rename(tmp, out); shutil.rmtree(old, ignore_errors=True)
-        else: os.rename(tmp, out)
-    except MedklipError:   # the inputs are wrong: nothing to resume
-        shutil.rmtree(tmp, ignore_errors=True); raise
+    with output_lock(out):
+        for old in out.parent.glob(f".{out.name}.*"):   # debris of other inputs, or of an interrupted replacement
+            rest = old.name[len(out.name) + 2:]
+            if old != tmp and old.is_dir() and rest[:4] in ('tmp-', 'old-') and '.' not in rest: shutil.rmtree(old, ignore_errors=True)
+        tmp.mkdir(exist_ok=True)
+        try:
+            meta = _write_store(ds, rows, paths, tmp, size, workers, progress, dataset, splits, draft,
+                                log or (lambda m: print(m, file=sys.stderr)))
+            if table is not None: meta = _write_anatomy(tmp, meta, Path(anatomy), table, size)
+            if out.exists():
+                old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-")); os.rmdir(old)
+                os.rename(out, old); os.rename(tmp, out); shutil.rmtree(old, ignore_errors=True)
+            else: os.rename(tmp, out)
+        except MedklipError:   # the inputs are wrong: nothing to resume
+            shutil.rmtree(tmp, ignore_errors=True); raise
     return meta  # on an interruption (Ctrl-C, kill, crash) the temporary folder stays, and the next run resumes from it
 
 def _rel(path, root) -> str:
@@ -154,7 +184,7 @@ def _write_store(ds, rows, paths, tmp:Path, size:int, workers:int, progress:bool
     if done: log(f"medklip prepare: resuming an interrupted run at image {done} of {n} ({tmp})")
     every = max(256, 32 * workers)
     jobs = ((p, size, draft) for p in paths[done:])
-    pool = ProcessPoolExecutor(workers) if workers > 1 and n - done > 1 else None
+    pool = ProcessPoolExecutor(workers, initializer=_exit_with_parent, initargs=(os.getpid(),)) if workers > 1 and n - done > 1 else None
     try:
         it = pool.map(_load_one, jobs, chunksize=8) if pool else map(_load_one, jobs)
         bar = tqdm(it, total=n, initial=done, desc=f"prepare {dataset}", unit='img', disable=not progress, file=sys.stderr)
@@ -210,17 +240,24 @@ def _write_anatomy(tmp:Path, meta:dict, folder:Path, table:dict, size:int) -> di
 # %% ../../nbs/05_data.store.ipynb #a538d2ef
 STORE_FILES = ('images.npy', 'index.csv', 'labels.npy', 'meta.json')
 
+def _load_npy(path:Path, mmap_mode=None) -> np.ndarray:
+    "One array of a store; a truncated or foreign file is a one-line error naming it."
+    try: return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise InputError(f"damaged store file ({str(e).splitlines()[0][:120]}); re-run `medklip prepare` to write it again", path=path) from None
+
 class ImageStore:
     "Read-only view of a store written by `medklip prepare` (images memory-mapped)."
     def __init__(self, path): # store folder
         self.path = Path(path)
         missing = [f for f in STORE_FILES if not (self.path/f).exists()]
         if missing: raise InputError(f"not an image store (missing {', '.join(missing)}); create it with `medklip prepare`", path=self.path)
-        self.meta = json.loads((self.path/'meta.json').read_text())
-        self.images = np.load(self.path/'images.npy', mmap_mode='r')
-        self.labels = np.load(self.path/'labels.npy')
+        try: self.meta = json.loads((self.path/'meta.json').read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e: raise InputError(f"damaged store file, not JSON ({e}); re-run `medklip prepare`", path=self.path/'meta.json') from None
+        self.images = _load_npy(self.path/'images.npy', 'r')
+        self.labels = _load_npy(self.path/'labels.npy')
         an = self.path/'anatomy.npy'
-        self.anatomy = np.load(an, mmap_mode='r') if an.exists() and 'anatomy' in self.meta else None  # (N,S,S) region ids, or None
+        self.anatomy = _load_npy(an, 'r') if an.exists() and 'anatomy' in self.meta else None  # (N,S,S) region ids, or None
         self.index = pd.read_csv(self.path/'index.csv', dtype={'image_id': str, 'study_id': str, 'patient_id': str, 'view': str},
                                  keep_default_na=False, na_values={'orig_h': [''], 'orig_w': ['']})
         n = self.meta.get('n')

@@ -4,15 +4,14 @@
 
 # %% ../../nbs/06_text.parse.ipynb #13ee2ecd
 from __future__ import annotations
-import argparse, bisect, csv, io, json, os, re, sys, time, unicodedata, warnings
-from collections import Counter
+import bisect, csv, io, json, os, re, sys, unicodedata, warnings
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from fastcore.basics import patch_to
 
-from ..core import MedklipError, InputError, atomic_write, save_json, resource_path
+from ..core import MedklipError, InputError, resource_path
 from ..vocab import ENTITIES, POSITIONS, ENTITY_INDEX, POSITION_INDEX, ENTITY_GROUP
 
 # %% auto #0
@@ -20,7 +19,7 @@ __all__ = ['CONTEXT_KINDS', 'CONTEXT_DIRECTIONS', 'MEDSPACY_PIN', 'SKIP_SECTIONS
            'load_position_rules', 'load_frames', 'medspacy_resource', 'load_context_rules', 'load_own_cues',
            'anatomy_categories', 'positions_for', 'load_section_headers', 'section_category', 'normalize_text',
            'split_sections', 'RuleEngine', 'exam_header', 'ReportParser', 'label_matrix', 'exist_vector',
-           'iter_reports', 'parse_corpus', 'parse_reports_cli']
+           'iter_reports', 'parse_corpus']
 
 # %% ../../nbs/06_text.parse.ipynb #0792e3e9
 def _read_tsv(name:str) -> list[list[str]]:
@@ -697,35 +696,47 @@ def iter_reports(src,                                             # CSV file or 
         files = sorted(src.glob('**/s*.txt'))
         if not files: raise InputError("no MIMIC-CXR report files (files/pXX/pXXXXXXXX/sXXXXXXXX.txt) found; point at the mimic-cxr-reports folder", path=src)
         for i, f in enumerate(files):
-            t = f.read_text(encoding='utf-8', errors='replace'); keep = {}
+            t = _read_bytes(f).decode('utf-8', errors='replace'); keep = {}
             for n, b in (split_sections(normalize_text(t)) if sections else []):
                 if n in sections or section_category(n) in sections: keep[n] = '\n'.join(x for x in (keep.get(n), b) if x)
             yield i, f.stem[1:], keep or {'report': t}
         return
-    if not src.exists(): raise InputError("report file not found", path=src)
+    if not src.exists() and not src.is_symlink(): raise InputError("report file not found", path=src)
     fh = io.StringIO(_decode_reports(src), newline='')
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))   # a report may be longer than csv's default 128 kB field
     rd = csv.DictReader(fh)
-    cols = rd.fieldnames or []
-    missing = [c for c in [id_col, *text_cols] if c not in cols]
-    if missing: raise InputError(f"missing column(s) {missing}; the file has {cols}. Pass --id-col/--text-cols", path=src)
     studies, dups, line = {}, [], 2  # study id -> [first line, {col: text}]; texts of a repeated id are merged in file order
-    for r in rd:
-        sid = (r[id_col] or '').strip() or None
-        if sid is None: studies[('', line)] = [line, None, {c: r[c] for c in text_cols}]
-        elif sid in studies:
-            dups.append(sid); s = studies[sid][2]
-            for c in text_cols: s[c] = '\n'.join(t for t in (s[c], r[c]) if t)
-        else: studies[sid] = [line, sid, {c: r[c] for c in text_cols}]
-        line = rd.line_num + 1
+    try:
+        cols = rd.fieldnames or []
+        missing = [c for c in [id_col, *text_cols] if c not in cols]
+        if missing: raise InputError(f"missing column(s) {missing}; the file has {cols}. Pass --id-col/--text-cols", path=src)
+        for r in rd:
+            sid = (r[id_col] or '').strip() or None
+            if sid is None: studies[('', line)] = [line, None, {c: r[c] for c in text_cols}]
+            elif sid in studies:
+                dups.append(sid); s = studies[sid][2]
+                for c in text_cols: s[c] = '\n'.join(t for t in (s[c], r[c]) if t)
+            else: studies[sid] = [line, sid, {c: r[c] for c in text_cols}]
+            line = rd.line_num + 1
+    except csv.Error as e: raise InputError(f"not a readable CSV ({e}); check the quoting on or before this line", path=src, line=rd.line_num) from None
     if dups: warnings.warn(f"{src}: study id(s) {sorted(set(dups))[:10]} appear on more than one row; their texts were merged in file order")
     for ln, sid, secs in studies.values(): yield ln, sid, secs
 
+def _read_bytes(path:Path) -> bytes:
+    "Bytes of a report file; a broken link or an unreadable file is a one-line error naming it."
+    try: return path.read_bytes()
+    except OSError as e:
+        if path.is_symlink() and not path.exists(): raise InputError(f"broken symlink (to {os.readlink(path)}); fix the link or give the file itself", path=path) from None
+        raise InputError(f"cannot read report file ({e.strerror or type(e).__name__}); check that it is a readable file (permissions)", path=path) from None
+
 def _decode_reports(src:Path) -> str:
     "Text of a report CSV: UTF-8 (BOM stripped), UTF-16 by its BOM, or Latin-1 with a warning naming the first non-UTF-8 line."
-    b = src.read_bytes()
+    b = _read_bytes(src)
     if b[:2] in (b'\xff\xfe', b'\xfe\xff'):
         try: return b.decode('utf-16')
         except UnicodeDecodeError as e: raise InputError(f"UTF-16 file does not decode ({e.reason} at byte {e.start}); re-save it as UTF-8", path=src)
+    if (k := b.find(b'\0')) >= 0:   # valid UTF-8, but text files have no NULs: UTF-16 without its byte-order mark, or not text
+        raise InputError(f"NUL bytes from line {b.count(10, 0, k) + 1}: UTF-16 without a byte-order mark, or not a text file; re-save it as UTF-8 CSV", path=src)
     try: return b.decode('utf-8-sig')
     except UnicodeDecodeError as e:
         n = b[:e.start].count(b'\n') + 1
@@ -759,77 +770,3 @@ def parse_corpus(items,                  # iterable of (row, study_id, sections)
     import multiprocessing as mp
     with mp.get_context('fork' if sys.platform.startswith('linux') else 'spawn').Pool(workers, _init_worker, (parser_kw,)) as pool:
         yield from bar(pool.imap(_parse_one, items, chunksize=chunksize))
-
-# %% ../../nbs/06_text.parse.ipynb #0896af37
-def _backend_records(a):
-    "(row, study_id, triplets, error) from the RadGraph importer or the LLM extractor (medklip.text.backends)."
-    from medklip.text import backends  # imported here: backends builds on this module
-    if a.backend == 'radgraph':
-        return ((i, d['study_id'], d['triplets'], None) for i, d in enumerate(backends.import_radgraph(a.reports)))
-    if not (a.llm_url and a.llm_model): raise MedklipError("--backend llm needs --llm-url and --llm-model (an OpenAI-compatible server you run, e.g. vLLM or Ollama)")
-    ext = backends.LLMExtractor(a.llm_url, a.llm_model, api_key=os.environ.get(a.llm_key_env), cache_dir=a.llm_cache or None,
-                               retries=a.llm_retries, backoff=a.llm_backoff)
-    def _records():
-        for row, sid, sections in iter_reports(a.reports, a.id_col, tuple(a.text_cols), None if a.sections == ['all'] else tuple(s.lower() for s in a.sections)):
-            try: yield row, sid, ext(sid, '\n'.join(t for t in sections.values() if t))['triplets'], None
-            except MedklipError as e: yield row, sid, None, str(e)
-    return _records()
-
-def parse_reports_cli(argv:list[str]|None=None) -> int:
-    "Command line: `medklip parse-reports REPORTS --out OUT.jsonl [--id-col --text-cols --workers --stats]`."
-    ap = argparse.ArgumentParser(prog='medklip parse-reports', description='Extract {entity, position, exist} triplets from radiology reports.')
-    ap.add_argument('reports', help='CSV of reports, or a MIMIC-CXR report folder (files/pXX/pXXXXXXXX/sXXXXXXXX.txt; study_id = stem without "s")')
-    ap.add_argument('--id-col', default='study_id', help='CSV column with the study id (default: study_id)')
-    ap.add_argument('--text-cols', nargs='+', default=['findings', 'impression'], help='CSV columns with report text (default: findings impression)')
-    ap.add_argument('--sections', nargs='+', default=['findings', 'impression'], help="MIMIC folder: report sections parsed (default: findings impression; 'all' = every section except indication/history/comparison/technique)")
-    ap.add_argument('--out', required=True, help='output JSONL, one line per study')
-    ap.add_argument('--workers', type=int, default=0, help='worker processes (default 0 = all cores)')
-    ap.add_argument('--stats', default=None, help='write parse statistics and per-entity counts (JSON) here')
-    ap.add_argument('--backend', choices=['rules', 'spacy', 'radgraph', 'llm'], default='rules',
-                    help='rules (default, fast) | spacy | radgraph (REPORTS is a RadGraph JSON) | llm (an OpenAI-compatible server)')
-    ap.add_argument('--llm-url', default=None, help='--backend llm: base URL of the server, e.g. http://127.0.0.1:8000/v1')
-    ap.add_argument('--llm-model', default=None, help='--backend llm: model name the server knows')
-    ap.add_argument('--llm-cache', default='.cache/llm', help='--backend llm: folder caching replies by report hash')
-    ap.add_argument('--llm-key-env', default='OPENAI_API_KEY', help='--backend llm: environment variable holding the API key, if any')
-    ap.add_argument('--llm-retries', type=int, default=4, help='--backend llm: tries per report before it is reported as failed')
-    ap.add_argument('--llm-backoff', type=float, default=1.0, help='--backend llm: seconds before the 2nd try, doubled after each failure')
-    ap.add_argument('--model', default=None, help="installed spaCy/scispacy model for --backend spacy (e.g. en_core_sci_sm)")
-    ap.add_argument('--linker', default=None, choices=['umls', 'mesh'], help="--backend spacy with --model: switch in scispacy's entity linker")
-    ap.add_argument('--window', type=int, default=12, help='words a negation/uncertainty cue reaches forward (default 12)')
-    ap.add_argument('--no-fuzzy', action='store_true', help='do not map misspelt words to vocabulary terms')
-    ap.add_argument('--uncertain-as', type=int, choices=[-1, 0, 1], default=-1,
-                    help='exist value written for hedged mentions (default -1 = uncertain, as MedKLIP trains)')
-    ap.add_argument('--probable-as', type=int, choices=[-1, 0, 1], default=-1,
-                    help="exist value for leaning hedges only: 'probable', 'most likely', an unhedged 'A versus B' / 'A and/or B' "
-                         "(default -1; 1 follows the IU X-ray MeSH indexers, who code such mentions as present)")
-    ap.add_argument('--nodular-as-nodule', action='store_true',
-                    help="'nodular opacities/densities/infiltrates' also mention a nodule (the IU X-ray MeSH indexers' convention; off by default)")
-    ap.add_argument('--bioscope-hedges', action='store_true',
-                    help="BioScope's speculation convention: 'consistent/compatible with X' and 'A or B' are leaning hedges (--probable-as value; off by default)")
-    ap.add_argument('--quiet', action='store_true', help='no progress bar')
-    a = ap.parse_args(argv)
-    workers = a.workers or os.cpu_count() or 1
-    kw = dict(backend=a.backend, model=a.model, linker=a.linker, window=a.window, fuzzy=not a.no_fuzzy, uncertain_as=a.uncertain_as, probable_as=a.probable_as, nodular_as_nodule=a.nodular_as_nodule, bioscope_hedges=a.bioscope_hedges)
-    if a.backend in ('rules', 'spacy'):
-        ReportParser(**kw)  # fail early on bad options
-        records = parse_corpus(iter_reports(a.reports, a.id_col, tuple(a.text_cols), None if a.sections == ['all'] else tuple(s.lower() for s in a.sections)), workers=workers, progress=not a.quiet, **kw)
-    else: records = _backend_records(a)
-    t0 = time.perf_counter()
-    errors, counts, n_ok, n_trip, n_empty = [], {x: Counter() for x in ('1', '0', '-1')}, 0, 0, 0
-    with atomic_write(a.out) as f:
-        for row, sid, trips, err in records:
-            if err is not None:
-                errors.append(dict(line=row, study_id=sid, error=err))
-                print(f"parse-reports: {a.reports} line {row} (study {sid}): {err}; skipped", file=sys.stderr)
-                continue
-            f.write(json.dumps(dict(study_id=sid, triplets=trips)) + '\n')
-            n_ok += 1; n_trip += len(trips); n_empty += not trips
-            for t in trips: counts[str(t['exist'])][t['entity']] += 1
-    secs = time.perf_counter() - t0
-    # no timings in the stats file: a DVC output must be the same bytes on every run (the speed goes to stderr)
-    stats = dict(n_studies=n_ok, n_errors=len(errors), n_triplets=n_trip, n_empty=n_empty,
-                 workers=workers, backend=a.backend, uncertain_as=a.uncertain_as,
-                 probable_as=a.probable_as, nodular_as_nodule=a.nodular_as_nodule, bioscope_hedges=a.bioscope_hedges, entities={e: {k: counts[k][e] for k in ('1', '0', '-1')} for e in ENTITIES}, errors=errors)
-    if a.stats: save_json(stats, a.stats)
-    print(f"parse-reports: {n_ok} studies, {n_trip} triplets, {len(errors)} errors in {secs:.2f} s ({n_ok / secs if secs else 0:.0f} reports/s) -> {a.out}", file=sys.stderr)
-    return 0

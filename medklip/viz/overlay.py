@@ -4,17 +4,19 @@
 
 # %% ../../nbs/40_viz.overlay.ipynb #88c2ce23
 from __future__ import annotations
-import io
+import argparse, io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from ..core import MedklipError, atomic_write
+from ..eval.infer import PROMPTS, Query, load_image_uint8, load_model, prompt_list, query_set, resolve_query, score_images
 
 # %% auto #0
 __all__ = ['HEATMAP_SCALES', 'resize_map', 'normalise_map', 'colorize', 'to_rgb', 'draw_boxes', 'mask_outline', 'overlay_heatmap',
-           'scale_maps', 'colorbar_html', 'to_png', 'save_png', 'caption']
+           'scale_maps', 'colorbar_html', 'to_png', 'save_png', 'caption', 'heatmap_parser', 'run_heatmap',
+           'heatmap_cli']
 
 # %% ../../nbs/40_viz.overlay.ipynb #b6990ac9
 def resize_map(a:np.ndarray, # HxW float map
@@ -147,3 +149,46 @@ def caption(rgb:np.ndarray, # uint8 HxWx3
     bh = height or max(14, h // 12)
     band = Image.new('RGB', (w, bh)); ImageDraw.Draw(band).text((3, max(0, bh // 2 - 6)), text, fill=(255, 255, 255))
     return np.concatenate([rgb, np.asarray(band)], axis=0)
+
+# %% ../../nbs/40_viz.overlay.ipynb #42176fc2
+def heatmap_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='medklip heatmap', description="Overlay the heatmap of one query on one image and print its existence score.")
+    p.add_argument('image', help="PNG, JPEG or DICOM file")
+    p.add_argument('--checkpoint', required=True, help="checkpoint written by `medklip pretrain`")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument('--entity', help="vocabulary entity or knowledge-base finding (name or alias)")
+    g.add_argument('--description', help="free-text description to embed as the query")
+    p.add_argument('--prompt', choices=(*PROMPTS, 'all'), default='description',
+                   help="ask a finding outside the vocabulary by its name or description; any finding by its visual aspects (geometric mean of their scores, mean of their maps); 'all': one overlay per prompt (OUT-name.png, ...)")
+    p.add_argument('--out', required=True, help="output PNG")
+    p.add_argument('--alpha', type=float, default=0.45, help="heatmap opacity")
+    p.add_argument('--device', default='cpu')
+    return p
+
+def run_heatmap(image, checkpoint, out, entity:str|None=None, description:str|None=None, prompt:str='description',
+                alpha:float=0.45, device:str='cpu', model_meta=None, embed=None, kb=None) -> float:
+    "Score one query on one image, write the overlay PNG and return the existence score."
+    if entity is not None:
+        q = resolve_query(entity, prompt=prompt, kb=kb)
+        if q is None: raise MedklipError(f"unknown entity or finding {entity!r}; use one of medklip.vocab.ENTITIES, a knowledge-base finding, or --description \"TEXT\"")
+    else:
+        if not (description or '').strip(): raise MedklipError("--description is empty; give the text to embed")
+        q = Query(description, '', 'text', description.strip())
+    img = load_image_uint8(image)
+    model, meta = model_meta or load_model(checkpoint, device)
+    s, a = score_images(model, img[None], query_set([q], meta, embed), meta, device)
+    save_png(overlay_heatmap(img, a[0, 0], opacity=alpha), out)
+    return float(s[0, 0])
+
+def heatmap_cli(argv:list[str]|None=None) -> int:
+    "`medklip heatmap`: overlay one query's heatmap on one image and print the existence score."
+    a = heatmap_parser().parse_args(argv)
+    label = a.entity if a.entity is not None else 'description'
+    if a.description is not None and a.prompt in ('aspects', 'all'): raise MedklipError("--prompt aspects/all needs --entity (a finding with aspects), not free text")
+    for p in prompt_list(a.prompt):
+        out = a.out if a.prompt != 'all' else str(Path(a.out).with_name(f"{Path(a.out).stem}-{p}{Path(a.out).suffix or '.png'}"))
+        score = run_heatmap(a.image, a.checkpoint, out, a.entity, a.description, p, a.alpha, a.device)
+        q = resolve_query(a.entity, prompt=p) if a.entity is not None else None
+        how = f" (by aspects: {q.text})" if q is not None and q.kind == 'aspects' else " (no aspects: asked by its description)" if p == 'aspects' else ''
+        print(f"{label} [{p}]{how}: existence score {score:.4f} -> {out}")
+    return 0

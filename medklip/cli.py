@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'zeroshot':        ('medklip.eval.zeroshot:zeroshot_cli',     'zero-shot classification metrics on a dataset'),
     'ground':          ('medklip.eval.grounding:ground_cli',      'grounding metrics (pointing game, IoU, Dice) on a dataset'),
     'heatmap':         ('medklip.eval.infer:heatmap_cli',         'overlay the heatmap of one query on one image'),
+    'predict':         ('medklip.api:predict_cli',                'score findings on a folder, glob or CSV of X-rays into a CSV'),
     'finetune':        ('medklip.finetune:finetune_cli',          'fine-tune classification / segmentation / severity grading'),
     'import-upstream': ('medklip.upstream:import_upstream_cli',   'convert a checkpoint saved by the original MedKLIP code'),
     'summarize':       ('medklip.eval.summary:summarize_cli',     'collect the headline metrics of a run into metrics/summary.json'),

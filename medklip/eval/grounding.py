@@ -187,7 +187,8 @@ def run_grounding(model, meta, ds, dataset:str, prompt:str='description', region
     Q = query_set([q for _, q in qs], meta, embed)
     size, skipped, done = int(meta['image_size']), 0, 0
     labels = np.asarray(ds.labels)
-    for i in range(len(ds)):
+    from medklip.core import progress
+    for i in progress(range(len(ds)), desc=f"ground {dataset}", unit='img'):
         pos = [(j, c, q) for j, (c, q) in enumerate(qs) if labels[i, c] == 1]
         if not pos: continue
         gts = {j: ground_truth(ds, i, q.label, region) for j, c, q in pos}

@@ -77,12 +77,13 @@ def build_queries(pathologies:list[str], dataset:str, prompt:str='both',
 def score_source(model, meta, src:Source, queries, # `QuerySet` from `medklip.eval.infer.query_set`
                  batch_size:int=32, device:str='cpu', progress:bool=False) -> np.ndarray:
     "Existence scores (N, Q) of every image of `src` for the stacked query embeddings."
+    from medklip.core import progress as bar_of
     out = []
-    for s in range(0, len(src), batch_size):
-        ii = np.arange(s, min(s + batch_size, len(src)))
-        out.append(score_images(model, src.fetch(ii), queries, meta, device)[0])
-        if progress: print(f"\r  {src.split or 'all'}: {ii[-1] + 1}/{len(src)} images", end='', file=sys.stderr, flush=True)
-    if progress and len(src): print(file=sys.stderr)
+    with bar_of(total=len(src), desc=f"zeroshot {src.split or 'all'}", unit='img', enabled=None if progress else False) as bar:
+        for s in range(0, len(src), batch_size):
+            ii = np.arange(s, min(s + batch_size, len(src)))
+            out.append(score_images(model, src.fetch(ii), queries, meta, device)[0])
+            bar.update(len(ii))
     return np.concatenate(out) if out else np.zeros((0, len(queries.cols)), np.float32)
 
 def prompt_comparison(scores:dict[str, np.ndarray], qmap:dict[str, list[Query]], test:Source, col:dict[str, int],

@@ -19,7 +19,7 @@ $(STAMP):
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$$(grep '^torch==' constraints.txt)"
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[pipeline,notebook,spacy,dev]"
 	# medspacy==1.3.1 (pinned in constraints.txt) only for its data files (ConText and section rules, read by the
 	# report parser): --no-deps, because it pins spacy<3.8 on Python 3.11 while we pin spacy 3.8.x; it is never imported
 	$(BIN)/python -m pip install -q --no-deps "$$(grep '^medspacy==' constraints.txt)"

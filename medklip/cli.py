@@ -8,7 +8,7 @@ import importlib, sys
 from .core import MedklipError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'main']
+__all__ = ['COMMANDS', 'EXTRA_OF', 'main']
 
 # %% ../nbs/90_cli.ipynb #294c768b
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -20,11 +20,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'zeroshot':        ('medklip.eval.zeroshot:zeroshot_cli',     'zero-shot classification metrics on a dataset'),
     'ground':          ('medklip.eval.grounding:ground_cli',      'grounding metrics (pointing game, IoU, Dice) on a dataset'),
     'heatmap':         ('medklip.viz.overlay:heatmap_cli',        'overlay the heatmap of one query on one image'),
+    'predict':         ('medklip.api:predict_cli',                'score findings on a folder, glob or CSV of X-rays into a CSV'),
     'finetune':        ('medklip.finetune:finetune_cli',          'fine-tune classification / segmentation / severity grading'),
     'import-upstream': ('medklip.upstream:import_upstream_cli',   'convert a checkpoint saved by the original MedKLIP code'),
     'summarize':       ('medklip.eval.summary:summarize_cli',     'collect the headline metrics of a run into metrics/summary.json'),
     'figures':         ('medklip.viz.figures:figures_cli',        'execute the figure notebooks (papermill) into reports/'),
 }
+
+# top-level module -> the extra that installs it (pyproject.toml [project.optional-dependencies])
+EXTRA_OF = {**dict.fromkeys(['dvc', 'dvclive', 'papermill', 'scipy', 'sklearn', 'nbformat'], 'pipeline'),
+            **dict.fromkeys(['matplotlib', 'ipywidgets', 'ipykernel', 'IPython'], 'notebook'),
+            **dict.fromkeys(['spacy', 'scispacy', 'negspacy', 'rapidfuzz'], 'spacy')}
+
+def _missing(e:ModuleNotFoundError) -> str:
+    x = EXTRA_OF[e.name.split('.')[0]]
+    return f"{e.name} is not installed (a light install); pip install \"medklip[{x}]\" (or `make setup` for everything)"
 
 def _usage() -> str:
     w = max(map(len, COMMANDS))
@@ -39,11 +49,17 @@ def main(argv:list[str]|None=None) -> int:
     target = COMMANDS[cmd][0]
     mod, fn = target.split(':')
     try: func = getattr(importlib.import_module(mod), fn)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split('.')[0] in EXTRA_OF: print(f"medklip {cmd}: error: {_missing(e)}", file=sys.stderr); return 2
+        print(f"medklip {cmd}: error: this command is not available in this build ({e})", file=sys.stderr); return 2
     except (ImportError, AttributeError) as e:
         print(f"medklip {cmd}: error: this command is not available in this build ({e})", file=sys.stderr); return 2
     try: return int(func(rest) or 0)
     except MedklipError as e:
         print(f"medklip {cmd}: error: {e}", file=sys.stderr); return 2
+    except ModuleNotFoundError as e:   # a light install (`pip install medklip`) lacks an extra this command needs
+        if not (e.name and e.name.split('.')[0] in EXTRA_OF): raise
+        print(f"medklip {cmd}: error: {_missing(e)}", file=sys.stderr); return 2
 
 # %% ../nbs/90_cli.ipynb #edf70914
 #| eval: false

@@ -11,7 +11,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['RESOURCES', 'PARAM_SECTIONS', 'MedklipError', 'InputError', 'atomic_write', 'save_json', 'text_hash', 'file_sha256',
-           'seed_everything', 'normalize_name', 'cache_root', 'parse_overrides', 'resource_path', 'load_params']
+           'seed_everything', 'progress_enabled', 'progress', 'normalize_name', 'cache_root', 'parse_overrides',
+           'resource_path', 'load_params']
 
 # %% ../nbs/00_core.ipynb #eebfe02d
 class MedklipError(Exception):
@@ -72,6 +73,27 @@ def seed_everything(seed:int=0):
     import torch
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
+
+# %% ../nbs/00_core.ipynb #9bf6f61a
+def progress_enabled() -> bool:
+    "Whether progress bars show: on a terminal and on rank 0 only; off in CI and papermill; MEDKLIP_PROGRESS=0/1 forces it."
+    import sys
+    force = os.environ.get('MEDKLIP_PROGRESS', '').strip().lower()
+    if (os.environ.get('RANK') or '0').strip() not in ('0', ''): return False
+    if force in ('0', 'false', 'no', 'off'): return False
+    if force in ('1', 'true', 'yes', 'on'): return True
+    if os.environ.get('CI', '').strip().lower() in ('true', '1') or 'papermill' in sys.modules or 'ipykernel' in sys.modules: return False
+    return bool(getattr(sys.stderr, 'isatty', lambda: False)())
+
+def progress(it=None, # iterable to wrap (or None, with `total`, and call `.update`)
+             total:int|None=None, desc:str='', unit:str='it',
+             enabled:bool|None=None, # default: `progress_enabled()`
+             **kw): # more tqdm arguments (initial, unit_scale...)
+    "A tqdm bar (rate and ETA) on stderr, never in a stage's outputs; silent where `progress_enabled()` says so."
+    import sys
+    from tqdm import tqdm
+    return tqdm(it, total=total, desc=desc, unit=unit, disable=not (progress_enabled() if enabled is None else enabled),
+                file=sys.stderr, mininterval=1, dynamic_ncols=True, **kw)
 
 # %% ../nbs/00_core.ipynb #53411722
 def normalize_name(s) -> str:

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .core import MedklipError, InputError, atomic_write, save_json, seed_everything, load_params, parse_overrides, file_sha256
+from .core import MedklipError, InputError, atomic_write, save_json, seed_everything, load_params, parse_overrides, file_sha256, progress
 from .vocab import ENTITIES, POSITIONS, ENTITY_INDEX, POSITION_INDEX, vocab_hash
 from .model import MedKLIP, MedKLIPConfig, preprocess, normalise
 from .losses import medklip_loss, flip_label_matrix, exist_from_matrix, AUX_LOSSES, METHOD_WEIGHTS, register_aux_loss, resolve_aux_losses, method_losses
@@ -450,6 +450,9 @@ def pretrain(store, # image store folder (`medklip prepare`)
     for epoch in range(epoch0, s['epochs']):
         start = step0 if epoch == epoch0 else 0
         src = _Batches(train, epoch_order(len(train), s['seed'], epoch), s['batch_size'], world, rank, start, steps_per_epoch)
+        bar = progress(total=src.steps, initial=start, desc=f"pretrain epoch {epoch + 1}/{s['epochs']}", unit='step',
+                       enabled=None if rank == 0 else False)
+        seen, t_ep = 0, time.time()
         for step, which, x, m in _loader(src, s, device):
             g = torch.Generator(device=device).manual_seed(_batch_seed(s['seed'], epoch, step, rank))
             x, m, (theta, flipped) = augment(x.to(device, non_blocking=True), m.to(device, non_blocking=True), s['image_size'], mean, std,
@@ -481,6 +484,8 @@ def pretrain(store, # image store folder (`medklip prepare`)
             gstep += 1
             lv = loss.item()
             summary.update(steps=gstep, loss=lv)
+            seen += len(x) * world
+            bar.update(1); bar.set_postfix(loss=f'{lv:.4f}', img_s=f'{seen / max(time.time() - t_ep, 1e-9):.1f}', refresh=False)
             if live is not None:
                 live.step = gstep
                 live.log_metric('train/loss', lv); live.log_metric('train/lr', lr)
@@ -489,10 +494,12 @@ def pretrain(store, # image store folder (`medklip prepare`)
             info = dict(epoch=epoch, step=step, global_step=gstep, loss=lv, lr=lr, **{k: float(v) for k, v in parts.items()})
             for cb in callbacks: cb(info)
             if s['max_steps'] and gstep >= s['max_steps']:
+                bar.close()
                 checkpoint(epoch, step + 1)
                 summary['stopped_early'] = True
                 if live is not None: live.end()
                 return summary
+        bar.close()
         step0 = 0
         last = epoch + 1 == s['epochs']
         if rank == 0 and (last or (epoch + 1) % max(1, s['val_every']) == 0):

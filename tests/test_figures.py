@@ -120,3 +120,17 @@ def test_executed_notebooks_keep_no_live_widgets(tmp_path, monkeypatch):
     monkeypatch.delenv('TQDM_DISABLE', raising=False)
     with _quiet_kernel_env(): assert os.environ['TQDM_DISABLE'] == '1' and os.environ['HF_HUB_DISABLE_PROGRESS_BARS'] == '1'
     assert 'TQDM_DISABLE' not in os.environ
+
+
+def test_heatmap_gallery_without_regions(outputs):
+    "MIMIC-layout data read by the `mimic` loader (no boxes, no masks): heatmaps without outlines, and the page says so."
+    torch = pytest.importorskip('torch')
+    from medklip.data.demo import DemoParams, generate_demo
+    from test_zeroshot import make_ckpt
+    generate_demo(outputs/'mimic', DemoParams(seed=1, n_patients=6, studies_per_patient=(1, 1), size=(64, 64), unseen_rate=0.0))
+    make_ckpt(outputs/'m.ckpt')
+    params = dict(checkpoint='m.ckpt', dataset='mimic', root='mimic', split='', n_examples=2, max_images=50)
+    figures.run_figures(params, 'reports', REPO/'nbs'/'figures', only=['heatmap_gallery'], html=False)
+    assert (outputs/'reports'/'gallery_mimic_heatmaps.png').stat().st_size > 1000
+    assert not (outputs/'reports'/'gallery_mimic_hits.png').exists()
+    assert 'drawn without outlines' in (outputs/'reports'/'heatmap_gallery.ipynb').read_text()

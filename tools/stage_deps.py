@@ -55,7 +55,8 @@ def closure(mods) -> set[str]:
         f = module_file(m)
         if f is None or m in seen: continue
         seen.add(m)
-        todo += list(imports_of(f.read_text(), m, f.name == '__init__.py'))
+        # the ignored files run nothing of a stage: the top `__init__` only imports `medklip.api` lazily, for `medklip.load`
+        if f.relative_to(ROOT).as_posix() not in IGNORED: todo += list(imports_of(f.read_text(), m, f.name == '__init__.py'))
         parts = m.split('.')                    # importing a.b.c runs a/__init__, a/b/__init__
         todo += ['.'.join(parts[:i]) for i in range(1, len(parts))]
     return {module_file(m).relative_to(ROOT).as_posix() for m in seen} - IGNORED

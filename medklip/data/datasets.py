@@ -18,7 +18,7 @@ __all__ = ['SPLITS', 'NIH_PATHOLOGIES', 'NIH_Dataset', 'CHEXPERT_PATHOLOGIES', '
            'CXRDataset', 'MIMIC_CXR_Dataset', 'DemoCXR_Dataset', 'ChestXray14_Dataset', 'CheXpert_Dataset',
            'RSNA_Pneumonia_Dataset', 'siim_rle_decode', 'siim_rle_encode', 'SIIM_Pneumothorax_Dataset',
            'COVIDx_Dataset', 'iu_mesh_labels', 'IU_XRay_Dataset', 'TB_Dataset', 'Kermany_Dataset',
-           'COVID19_IEEE8023_Dataset', 'get_dataset']
+           'COVID19_IEEE8023_Dataset', 'get_dataset', 'read_id_list', 'apply_split_file']
 
 # %% ../../nbs/03_data.datasets.ipynb #e5eb804f
 SPLITS = ('train', 'validate', 'test')
@@ -598,7 +598,52 @@ DATASETS: dict[str, type[CXRDataset]] = {c.name: c for c in (
 def get_dataset(name:str, # loader name: mimic, chestxray14, chexpert, rsna, siim, covidx, iu_xray, tb, kermany, covid19_ieee8023, demo
                 root, # dataset root folder
                 split:str|None=None, # train / validate / test; None = all items
+                split_file=None, # a test list (image ids or paths relative to `root`): these items only, as split 'test'
                ) -> CXRDataset:
     "The loader for dataset `name` on the data at `root`."
     if name not in DATASETS: raise MedklipError(f"unknown dataset {name!r}; use one of: {', '.join(DATASETS)}")
-    return DATASETS[name](root, split=split)
+    if not split_file: return DATASETS[name](root, split=split)
+    return apply_split_file(DATASETS[name](root), split_file)
+
+# %% ../../nbs/03_data.datasets.ipynb #58669076
+_LIST_COLUMNS = ('image_id', 'dicom_id', 'Image Index', 'patientId', 'ImageId', 'image_path', 'path', 'Path', 'filename')
+
+def read_id_list(path, # CSV (a column named like an id or path, else the first) or text file (one entry per line, first field)
+                ) -> list[tuple[int, str]]:
+    "The entries of a test list with their 1-based file lines."
+    p = Path(path)
+    if not p.is_file(): raise InputError("split_file not found; give a text or CSV list of image ids or paths relative to the dataset root", path=p)
+    try: text = p.read_text(encoding='utf-8-sig')
+    except (OSError, UnicodeDecodeError) as e: raise InputError(f"cannot read the split_file ({type(e).__name__}); save it as UTF-8 text", path=p) from None
+    lines = text.splitlines()
+    if p.suffix.lower() == '.csv':
+        import csv as _csv
+        rows = list(_csv.reader(lines))
+        if not rows: raise InputError("split_file is empty", path=p)
+        col = next((rows[0].index(c) for c in _LIST_COLUMNS if c in rows[0]), 0)
+        out = [(k + 2, r[col].strip()) for k, r in enumerate(rows[1:]) if r and len(r) > col and r[col].strip()]
+    else: out = [(k + 1, l.split()[0].strip(',')) for k, l in enumerate(lines) if l.strip() and not l.lstrip().startswith('#')]
+    if not out: raise InputError("split_file lists no images", path=p)
+    return out
+
+def apply_split_file(ds:CXRDataset, split_file) -> CXRDataset:
+    "Keep only the items a test list names (image id, path relative to the root, file name or stem); every entry must match exactly one item."
+    csv, root = ds.csv, Path(ds.root)
+    keys: dict[str, set[int]] = {}
+    for i, (iid, ip) in enumerate(zip(csv['image_id'].astype(str), csv['image_path'].astype(str))):
+        rel = Path(os.path.relpath(ip, root)).as_posix()
+        for k in {iid, rel, Path(rel).name, Path(rel).stem, Path(rel).with_suffix('').as_posix()}: keys.setdefault(k, set()).add(i)
+    keep, missing = [], []
+    for line, e in read_id_list(split_file):
+        e = e.replace('\\', '/').removeprefix('./')
+        hit = keys.get(e)
+        if hit is None: missing.append((line, e)); continue
+        if len(hit) > 1: raise InputError(f"{e!r} names {len(hit)} images of {ds.name}; give the path relative to the dataset root", path=split_file, line=line)
+        keep.append(next(iter(hit)))
+    if missing:
+        raise InputError(f"{len(missing)} of {len(missing) + len(keep)} entries name no image of {ds.name} at {root} (first: {missing[0][1]!r}); "
+                         "check the dataset root and that the list is for this release", path=split_file, line=missing[0][0])
+    idx = np.array(sorted(set(keep)), dtype=int)
+    ds.csv = csv.iloc[idx].assign(split='test').reset_index(drop=True)
+    ds.labels, ds.split, ds.split_file = np.asarray(ds.labels)[idx], 'test', str(split_file)
+    return ds

@@ -178,7 +178,7 @@ def _resume(tmp:Path, n:int, size:int):
     return np.lib.format.open_memmap(f, mode='w+', dtype=np.uint8, shape=(n, size, size)), 0, ok, hw, 0., 0., []
 
 def _write_store(ds, rows, paths, tmp:Path, size:int, workers:int, progress:bool, dataset:str, splits, draft:bool, log) -> dict:
-    from tqdm.auto import tqdm
+    from medklip.core import progress as progress_bar
     n = len(rows)
     arr, done, ok, hw, s1, s2, skipped = _resume(tmp, n, size)
     if done: log(f"medklip prepare: resuming an interrupted run at image {done} of {n} ({tmp})")
@@ -187,7 +187,7 @@ def _write_store(ds, rows, paths, tmp:Path, size:int, workers:int, progress:bool
     pool = ProcessPoolExecutor(workers, initializer=_exit_with_parent, initargs=(os.getpid(),)) if workers > 1 and n - done > 1 else None
     try:
         it = pool.map(_load_one, jobs, chunksize=8) if pool else map(_load_one, jobs)
-        bar = tqdm(it, total=n, initial=done, desc=f"prepare {dataset}", unit='img', disable=not progress, file=sys.stderr)
+        bar = progress_bar(it, total=n, initial=done, desc=f"prepare {dataset}", unit='img', enabled=None if progress else False)
         for k, (img, shape, reason) in enumerate(bar, done):
             if img is None:
                 rel = _rel(paths[k], ds.root)   # the reason names the file too: relative there as well

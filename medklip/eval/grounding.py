@@ -191,7 +191,8 @@ def run_grounding(model, meta, ds, dataset:str, prompt:str='description', region
     Q = query_set([q for _, q in qs], meta, embed, kb)
     size, skipped, done = int(meta['image_size']), 0, 0
     labels = np.asarray(ds.labels)
-    for i in range(len(ds)):
+    from medklip.core import progress
+    for i in progress(range(len(ds)), desc=f"ground {dataset}", unit='img'):
         pos = [(j, c, q) for j, (c, q) in enumerate(qs) if labels[i, c] == 1]
         if not pos: continue
         gts = {j: ground_truth(ds, i, q.label, region) for j, c, q in pos}
@@ -218,6 +219,7 @@ def ground_parser() -> argparse.ArgumentParser:
     p.add_argument('--split', default='test', help="split to evaluate ('all' for every image)")
     p.add_argument('--prompt', choices=('name', 'description', 'aspects', 'all'), default='description',
                    help="name / description (findings outside the vocabulary), aspects (mean of a finding's aspect maps), or all (each under `prompts`)")
+    p.add_argument('--split-file', default='', help="a test list (image ids or paths relative to --root) to ground instead of --split ('' = none)")
     p.add_argument('--region', help="ground every positive label against this region instead (e.g. 'lungs')")
     p.add_argument('--raw-threshold', type=float, default=RAW_THRESHOLD, help="threshold on the raw attention (upstream 0.008)")
     p.add_argument('--norm-threshold', type=float, default=NORM_THRESHOLD, help="threshold on the min-max normalised map")
@@ -236,7 +238,7 @@ def ground_cli(argv:list[str]|None=None) -> int:
     a = ground_parser().parse_args(argv)
     if not Path(a.root).exists(): raise InputError("dataset root not found", path=a.root)
     model, meta = load_model(a.checkpoint, a.device)
-    ds = get_dataset(a.dataset, a.root, None if a.split == 'all' else a.split)
+    ds = get_dataset(a.dataset, a.root, None if a.split == 'all' else a.split, a.split_file or None)
     acc = GroundingAccumulator(a.raw_threshold, a.norm_threshold, a.tolerance)
     out = run_grounding(model, meta, ds, a.dataset, a.prompt, a.region, acc, a.device, limit=a.limit)
     out['checkpoint'] = str(a.checkpoint)

@@ -50,16 +50,17 @@ def store_source(store,                 # folder written by `medklip prepare`
     return Source(meta.get('dataset', ''), split, idx['image_id'].astype(str).to_numpy()[rows].tolist(), labels[rows_img],
                   list(meta.get('pathologies', [])), lambda ii: np.asarray(images[rows_img[np.asarray(ii)]]))
 
-def dataset_source(name:str, root, split:str|None, size:int) -> Source:
+def dataset_source(name:str, root, split:str|None, size:int,
+                   split_file=None) -> Source: # a test list (ids or relative paths) instead of the loader's split
     "A split of a dataset in its published layout; images decoded and resized to `size` on the fly."
     from PIL import Image
     from medklip.data.datasets import get_dataset
     from medklip.eval.infer import load_image_uint8
-    ds = get_dataset(name, root, split)
+    ds = get_dataset(name, root, split, split_file)
     paths = ds.csv['image_path'].tolist()
     def fetch(ii):
         return np.stack([np.asarray(Image.fromarray(load_image_uint8(paths[i])).resize((size, size), Image.BILINEAR)) for i in ii])
-    return Source(name, split, ds.csv['image_id'].astype(str).tolist(), np.asarray(ds.labels, np.float32), list(ds.pathologies), fetch)
+    return Source(name, ds.split, ds.csv['image_id'].astype(str).tolist(), np.asarray(ds.labels, np.float32), list(ds.pathologies), fetch)
 
 # %% ../../nbs/32_eval.zeroshot.ipynb #38047a96
 def build_queries(pathologies:list[str], dataset:str, prompt:str='all',
@@ -78,12 +79,13 @@ def build_queries(pathologies:list[str], dataset:str, prompt:str='all',
 def score_source(model, meta, src:Source, queries, # `QuerySet` from `medklip.eval.infer.query_set`
                  batch_size:int=32, device:str='cpu', progress:bool=False) -> np.ndarray:
     "Existence scores (N, Q) of every image of `src` for the stacked query embeddings."
+    from medklip.core import progress as bar_of
     out = []
-    for s in range(0, len(src), batch_size):
-        ii = np.arange(s, min(s + batch_size, len(src)))
-        out.append(score_images(model, src.fetch(ii), queries, meta, device)[0])
-        if progress: print(f"\r  {src.split or 'all'}: {ii[-1] + 1}/{len(src)} images", end='', file=sys.stderr, flush=True)
-    if progress and len(src): print(file=sys.stderr)
+    with bar_of(total=len(src), desc=f"zeroshot {src.split or 'all'}", unit='img', enabled=None if progress else False) as bar:
+        for s in range(0, len(src), batch_size):
+            ii = np.arange(s, min(s + batch_size, len(src)))
+            out.append(score_images(model, src.fetch(ii), queries, meta, device)[0])
+            bar.update(len(ii))
     return np.concatenate(out) if out else np.zeros((0, len(queries.cols)), np.float32)
 
 def _boot_auroc(s, y, n_boot:int, seed:int) -> np.ndarray:
@@ -177,6 +179,7 @@ def zeroshot_parser() -> argparse.ArgumentParser:
     p.add_argument('--root', help="dataset root in its published layout (not needed with --store)")
     p.add_argument('--store', help="prepared image store (`medklip prepare`) to read images from instead of decoding")
     p.add_argument('--split', default='test', help="split to evaluate ('all' for every image)")
+    p.add_argument('--split-file', default='', help="a test list (image ids or paths relative to --root) to score instead of --split ('' = none)")
     p.add_argument('--val-split', default='validate', help="split whose max-F1 threshold is applied to the test split ('none' to skip)")
     p.add_argument('--prompt', choices=('name', 'description', 'aspects', 'all', 'both'), default='all',
                    help="how findings are asked: name / description (findings outside the vocabulary), aspects (any finding with aspects), all three, or both (name and description)")
@@ -189,12 +192,13 @@ def zeroshot_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', required=True, help="metrics JSON")
     return p
 
-def _source(a, split, size):
+def _source(a, split, size, split_file=None):
     split = None if split in (None, 'all') else split
+    if a.store and split_file: raise MedklipError("--split-file reads the dataset itself: give --dataset and --root instead of --store")
     if a.store: return store_source(a.store, split)
     if not (a.dataset and a.root): raise MedklipError("give --dataset and --root (or --store STORE)")
     if not Path(a.root).exists(): raise InputError("dataset root not found", path=a.root)
-    return dataset_source(a.dataset, a.root, split, size)
+    return dataset_source(a.dataset, a.root, split, size, split_file)
 
 def zeroshot_cli(argv:list[str]|None=None) -> int:
     "`medklip zeroshot`: zero-shot metrics (per class and macro, with intervals) of a checkpoint on a dataset."
@@ -204,7 +208,7 @@ def zeroshot_cli(argv:list[str]|None=None) -> int:
     kb = load_knowledge(a.kb_file or None)   # before the model: a bad file fails at once
     model, meta = load_model(a.checkpoint, a.device)
     size = int(meta['image_size'])
-    test = _source(a, a.split, size)
+    test = _source(a, a.split, size, a.split_file or None)
     if a.dataset: test.dataset = a.dataset
     val, why = None, None
     if str(a.val_split).lower() != 'none':

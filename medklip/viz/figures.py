@@ -17,8 +17,9 @@ __all__ = ['SATURATED', 'SYNTHETIC_DATASETS', 'TABLE_METRICS', 'FINETUNE_COLUMNS
            'read_metrics', 'saturation_note', 'zeroshot_table', 'paper_zeroshot_comparison', 'grounding_table',
            'paper_grounding_comparison', 'curves', 'plot_curves', 'read_dvclive', 'plot_training', 'label_stats',
            'plot_label_stats', 'unseen_table', 'unseen_verdict', 'finetune_headline', 'read_finetune', 'finetune_table',
-           'paper_finetune_table', 'plot_finetune', 'gallery_examples', 'plot_gallery', 'save_figure', 'save_table',
-           'notebook_parameters', 'run_figures', 'figures_parser', 'figures_cli']
+           'paper_finetune_table', 'plot_finetune', 'gallery_examples', 'plot_gallery', 'heatmap_examples',
+           'plot_heatmaps', 'save_figure', 'save_table', 'notebook_parameters', 'run_figures', 'figures_parser',
+           'figures_cli']
 
 # %% ../../nbs/42_viz.figures.ipynb #81e2ded0
 def load_paper_results() -> dict:
@@ -421,6 +422,58 @@ def plot_gallery(rows:list[dict], # from `gallery_examples` (hits or misses)
         b.imshow(overlay_heatmap(img, resize_heatmap(r['heatmap'], gt.shape, 'bilinear'), opacity=0.45, mask=gt, gt_color=(0, 255, 0)))
         b.plot([x], [y], marker='x', color='white', ms=10, mew=2.5); b.plot([x], [y], marker='x', color='black', ms=8, mew=1.2)
         b.set_title(f"existence {r['score']:.3f}; {'hit' if r['pointing_game'] else 'miss'} (× = max attention cell)", fontsize=8)
+        a.axis('off'); b.axis('off')
+    if title: fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+# %% ../../nbs/42_viz.figures.ipynb #56ca28fa
+def heatmap_examples(model, meta:dict, # from `medklip.eval.infer.load_model`
+                     ds, dataset:str, # loader and its name
+                     prompt:str='description', # prompt kind, as `medklip ground --prompt`
+                     n:int=4, # images to show
+                     max_images:int|None=200, # images to scan at most for positives
+                     device:str='cpu', embed=None) -> dict:
+    "Heatmaps for a dataset without boxes or masks: positives of its labels when it has some, else the first images' top findings."
+    from medklip.eval.infer import load_image_uint8, query_set, resolve_query, score_images
+    from PIL import Image
+    qs = [(c, q) for c, lab in enumerate(ds.pathologies) if (q := resolve_query(lab, dataset, prompt)) is not None]
+    if not qs: raise MedklipError(f"{dataset}: none of the labels {ds.pathologies} maps to a query; add them to medklip/resources/label_maps.yaml")
+    labels, size, Q = np.asarray(ds.labels, np.float32), int(meta['image_size']), query_set([q for _, q in qs], meta, embed)
+    scan = range(min(len(ds), max_images or len(ds)))
+    pos = [(i, j) for i in scan for j, (c, _) in enumerate(qs) if labels[i, c] == 1]
+    labelled = bool(pos)
+    if labelled:   # one positive per label in turn, so the page shows several findings
+        picks, used = [], set()
+        for j in dict.fromkeys(j for _, j in pos):
+            for i, jj in pos:
+                if jj == j and i not in used: picks.append((i, j)); used.add(i); break
+        picks = (picks + [p for p in pos if p[0] not in used])[:n]
+    else: picks = [(i, None) for i in list(scan)[:n]]
+    rows = []
+    for i, j in picks:
+        img = load_image_uint8(ds[i]['image_path'])
+        x = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))[None]
+        s, a = score_images(model, x, Q, meta, device)
+        j = int(np.argmax(s[0])) if j is None else j
+        rows.append(dict(image_id=str(ds[i]['image_id']), index=i, cls=qs[j][1].label, image=img, heatmap=a[0, j], score=float(s[0, j]),
+                         label=None if not np.isfinite(labels[i, qs[j][0]]) else int(labels[i, qs[j][0]])))
+    return dict(rows=rows, labelled=labelled, prompt=prompt)
+
+def plot_heatmaps(rows:list[dict], # from `heatmap_examples`
+                  title:str=''):
+    "Per example: the image and its heatmap overlay (no outline: the dataset has no regions), with the existence score."
+    import matplotlib.pyplot as plt
+    from medklip.eval.grounding import resize_heatmap
+    from medklip.viz.overlay import overlay_heatmap
+    if not rows: return None
+    fig, axes = plt.subplots(len(rows), 2, figsize=(7, 3.5 * len(rows)), squeeze=False)
+    for (a, b), r in zip(axes, rows):
+        iid = r['image_id'] if len(r['image_id']) <= 18 else r['image_id'][:8] + '…' + r['image_id'][-6:]
+        lab = {1: 'labelled positive', 0: 'labelled negative', None: 'no label'}[r['label']]
+        a.imshow(r['image'], cmap='gray'); a.set_title(f"{iid} ({lab})", fontsize=8)
+        b.imshow(overlay_heatmap(r['image'], resize_heatmap(r['heatmap'], r['image'].shape, 'bilinear'), opacity=0.45))
+        b.set_title(f"{r['cls']}: existence {r['score']:.3f} (no ground-truth region)", fontsize=8)
         a.axis('off'); b.axis('off')
     if title: fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -47,6 +47,9 @@ sync-check: $(STAMP)
 browser:
 	@bash tools/ci_browser_setup.sh
 
+# pytest: the tests marked serial (the real browser) alone first, then the rest on every core (pytest-xdist, one test file
+# per worker so module fixtures are built once); the parallel run's summary is the closing line
 test: $(STAMP) sync-check browser
 	$(BIN)/nbdev_test --flags ""
-	$(BIN)/python -m pytest || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest: no tests collected" || exit $$rc; }
+	$(BIN)/python -m pytest -m serial || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest: no serial tests" || exit $$rc; }
+	$(BIN)/python -m pytest -m "not serial" -n auto --dist loadfile || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest: no tests collected" || exit $$rc; }

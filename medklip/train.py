@@ -24,7 +24,7 @@ from .augment import rand_augment
 
 # %% auto #0
 __all__ = ['DEFAULTS', 'RUNTIME_SETTINGS', 'resolve_settings', 'run_settings', 'settings_diff', 'read_triplets', 'SplitData',
-           'make_synthetic_corpus', 'augment', 'lr_at', 'param_groups', 'epoch_order', 'existence_auc',
+           'make_synthetic_corpus', 'augment', 'lr_at', 'param_groups', 'epoch_order', 'existence_auc', 'gpu_paths',
            'code_fingerprint', 'clean_debris', 'pretrain', 'pretrain_cli']
 
 # %% ../nbs/20_train.ipynb #10ca553e
@@ -308,9 +308,13 @@ class _Batches(torch.utils.data.Dataset):
         which = np.sort(self.order[g0:g0 + self.bs])
         return step, torch.from_numpy(which), *self.data.batch(which)
 
+def gpu_paths(device) -> bool:
+    "Take the GPU-only paths (channels_last, bf16 autocast, loader workers)? On CUDA, or on the CPU with MEDKLIP_GPU_PATHS_ON_CPU=1 (the tests' rehearsal)."
+    return device.type == 'cuda' or os.environ.get('MEDKLIP_GPU_PATHS_ON_CPU') == '1'
+
 def _loader(src, s, device):
-    if device.type != 'cuda' or not s['workers']: return src   # in-process: iterating the Dataset yields its batches
-    return torch.utils.data.DataLoader(src, batch_size=None, shuffle=False, num_workers=s['workers'], pin_memory=True,
+    if not gpu_paths(device) or not s['workers']: return src   # in-process: iterating the Dataset yields its batches
+    return torch.utils.data.DataLoader(src, batch_size=None, shuffle=False, num_workers=s['workers'], pin_memory=device.type == 'cuda',
                                        generator=torch.Generator().manual_seed(s['seed']), persistent_workers=False)
 
 _CODE = ('train.py', 'checkpoint.py', 'model.py', 'losses.py', 'core.py', 'vocab.py', 'data/store.py', 'text/parse.py', 'methods')
@@ -401,7 +405,7 @@ def pretrain(store, # image store folder (`medklip prepare`)
                 image_size=s['image_size'], mean=mean, std=std, store=Path(store).as_posix(), inputs=_input_fingerprint(store, triplets, kn),
                 settings=run_settings(s), methods=methods)
     model = MedKLIP(config).to(device)
-    if device.type == 'cuda': model = model.to(memory_format=torch.channels_last)
+    if gpu_paths(device): model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(param_groups(model, s['weight_decay']), lr=s['lr'])
     epoch0, step0, gstep = 0, 0, 0
     ck_path = out/'last.ckpt'
@@ -442,7 +446,7 @@ def pretrain(store, # image store folder (`medklip prepare`)
     if rank == 0:
         from dvclive import Live
         live = Live(dir=str(live_dir), resume=ck is not None, save_dvc_exp=False, dvcyaml=False)
-    use_amp = bool(s['amp']) and device.type == 'cuda'
+    use_amp = bool(s['amp']) and gpu_paths(device)
     summary = dict(steps=gstep, epochs_done=epoch0, stopped_early=False, val_auc=None, loss=None, reused=False)
     if ck is not None and ck.get('summary'): summary.update({k: v for k, v in ck['summary'].items() if k not in ('steps', 'epochs_done', 'stopped_early')})
 
@@ -478,7 +482,7 @@ def pretrain(store, # image store folder (`medklip prepare`)
             x, m, (theta, flipped) = augment(x.to(device, non_blocking=True), m.to(device, non_blocking=True), s['image_size'], mean, std,
                                              s['crop_scale'], s['flip'], s['jitter'], g, return_geometry=True,
                                              randaugment_ops=s['randaugment_ops'], randaugment_magnitude=s['randaugment_magnitude'])
-            if device.type == 'cuda': x = x.contiguous(memory_format=torch.channels_last)
+            if gpu_paths(device): x = x.contiguous(memory_format=torch.channels_last)
             lr = lr_at(gstep, s, total)
             for pg in opt.param_groups: pg['lr'] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):

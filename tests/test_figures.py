@@ -120,3 +120,13 @@ def test_executed_notebooks_keep_no_live_widgets(tmp_path, monkeypatch):
     monkeypatch.delenv('TQDM_DISABLE', raising=False)
     with _quiet_kernel_env(): assert os.environ['TQDM_DISABLE'] == '1' and os.environ['HF_HUB_DISABLE_PROGRESS_BARS'] == '1'
     assert 'TQDM_DISABLE' not in os.environ
+
+
+def test_training_panel_names_what_its_rolling_mean_averages():
+    "A loss logged every step is smoothed over steps; one logged every log_every steps over logged values, not steps."
+    def legend(steps):
+        v = np.random.default_rng(0).random(len(steps))
+        fig = figures.plot_training({'train/loss': pd.DataFrame(dict(step=steps, value=v))})
+        return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend(np.arange(1, 121)) == ['mean of 5 steps']
+    assert legend(np.arange(10, 1210, 10)) == ['mean of 5 logged values']

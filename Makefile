@@ -47,6 +47,11 @@ sync-check: $(STAMP)
 browser:
 	@bash tools/ci_browser_setup.sh
 
+# nbdev_test runs one notebook per core: one OpenMP thread each, so torch's threads do not wait on each other.
+# pytest: the tests marked serial (the real browser) alone first, then the rest on every core (pytest-xdist, one test file
+# per worker so module fixtures are built once; tests/conftest.py gives each worker one thread); the parallel run's
+# summary is the closing line
 test: $(STAMP) sync-check browser
-	$(BIN)/nbdev_test --flags ""
-	$(BIN)/python -m pytest || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest: no tests collected" || exit $$rc; }
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --flags ""
+	$(BIN)/python -m pytest -m serial || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest: no serial tests" || exit $$rc; }
+	$(BIN)/python -m pytest -m "not serial" -n auto --dist loadfile || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest: no tests collected" || exit $$rc; }

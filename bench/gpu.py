@@ -2,7 +2,8 @@
 
 Run on a machine with one CUDA GPU: .venv/bin/python bench/gpu.py [--images 8192] [--workers 8] [--budget 270]
 Without a CUDA GPU it says so and exits 0 (nothing is measured). `--device cpu --tiny` runs every phase on a tiny
-configuration on the CPU, to check the script itself (its numbers mean nothing).
+configuration on the CPU through the GPU code paths (bf16 autocast, channels_last; `--compile-cpu` adds torch.compile
+with the aot_eager backend), to check the script and those paths (its numbers mean nothing).
 
 Paper configuration: ResNet-50 cut after stage 3, 224 px, 4-layer decoder (d 256, 4 heads, FFN 1024), 75 queries
 of 768-d, batch 48, bf16 autocast + channels_last, AdamW, RandAugment(2, 7) + crop + flip + jitter on the device.
@@ -48,16 +49,16 @@ def sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize(dev)
 
 
-def train_phase(name, data, kn, cfg, s, dev, batch, steps, warmup, compile_:bool, log) -> dict|None:
-    "Timed training steps as `pretrain` runs them; None when the batch does not fit in GPU memory."
+def train_phase(name, data, kn, cfg, s, dev, batch, steps, warmup, compile_:bool, log, gpu:bool=True, backend='inductor') -> dict|None:
+    "Timed training steps as `pretrain` runs them (`gpu`: bf16 autocast + channels_last); None when the batch does not fit in GPU memory."
     from medklip.losses import medklip_loss
     from medklip.model import MedKLIP
     from medklip.train import _Batches, _loader, augment, epoch_order, param_groups
     torch.manual_seed(0)
     model = MedKLIP(cfg).to(dev)
-    if dev.type == 'cuda': model = model.to(memory_format=torch.channels_last)
+    if gpu: model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(param_groups(model, s['weight_decay']), lr=s['lr'], fused=dev.type == 'cuda')
-    net = torch.compile(model) if compile_ else model
+    net = torch.compile(model, backend=backend) if compile_ else model
     emb, pemb = kn['entity_emb'].to(dev), kn['position_emb'].to(dev)
     n_steps = min(warmup + steps, len(data) // batch)
     src = _Batches(data, epoch_order(len(data), 0, 0), batch, 1, 0, 0, n_steps)
@@ -72,12 +73,12 @@ def train_phase(name, data, kn, cfg, s, dev, batch, steps, warmup, compile_:bool
             g = torch.Generator(device=dev).manual_seed(k)
             x, m = augment(x.to(dev, non_blocking=True), m.to(dev, non_blocking=True), cfg.image_size, 0.5, 0.29, s['crop_scale'], True,
                            s['jitter'], g, randaugment_ops=s['randaugment_ops'], randaugment_magnitude=s['randaugment_magnitude'])
-            if dev.type == 'cuda': x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == 'cuda'):
+            if gpu: x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=gpu):
                 o = net(x, emb)
             loss, _ = medklip_loss(o, m, pemb, 7, 1.0, g)
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-            loss.item()                                    # pretrain reads the loss every step: a sync point, as there
+            if (k + 1) % s['log_every'] == 0: loss.item()   # pretrain reads the loss back only at log points, as here
             t2 = time.perf_counter()
             if k == warmup - 1: sync(dev); t_start = time.perf_counter()
             elif k >= warmup: wait += t1 - t0; busy += t2 - t1; done += 1
@@ -100,18 +101,18 @@ def zeroshot_phase(data, kn, cfg, dev, batch, batches, log) -> dict:
     from medklip.eval.infer import Query, query_set, run_query_set
     from medklip.model import MedKLIP, preprocess
     model = MedKLIP(cfg).to(dev).eval()
-    if dev.type == 'cuda': model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
     meta = dict(entity_emb=kn['entity_emb'].numpy())
     qs = query_set([Query('x', '', 'text', 'x')], meta, embed=lambda t: torch.randn(len(t), kn['entity_emb'].shape[1]))
     if dev.type == 'cuda': torch.cuda.reset_peak_memory_stats(dev)
     n = min(batches + 2, len(data.images) // batch); t_start = None
-    with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == 'cuda'):
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16):
         for k in range(n):
             if k == 2: sync(dev); t_start = time.perf_counter()
             u8 = torch.from_numpy(np.array(data.images[k * batch:(k + 1) * batch]))
             if dev.type == 'cuda': u8 = u8.pin_memory()
             x = preprocess(u8.to(dev, non_blocking=True), cfg.image_size, 0.5, 0.29)
-            if dev.type == 'cuda': x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
             s, a = run_query_set(model, x, qs)
             s.float().cpu()
         sync(dev)
@@ -128,6 +129,7 @@ def main(argv=None) -> int:
     ap.add_argument('--images', type=int, default=8192); ap.add_argument('--workers', type=int, default=8)
     ap.add_argument('--steps', type=int, default=30); ap.add_argument('--budget', type=float, default=270, help='seconds; later phases are skipped past it')
     ap.add_argument('--no-compile', action='store_true')
+    ap.add_argument('--compile-cpu', action='store_true', help='with --device cpu --tiny: also a compiled phase (aot_eager backend)')
     a = ap.parse_args(argv)
     log = lambda m: print(m, flush=True)
     dev = torch.device(a.device)
@@ -152,6 +154,8 @@ def main(argv=None) -> int:
         steps, warm = (2, 1) if tiny else (a.steps, 5)
         over = lambda: time.perf_counter() - T0 > a.budget
         res = [train_phase('train eager', data, kn, cfg, s, dev, 8 if tiny else 48, steps, warm, False, log)]
+        if dev.type == 'cpu' and tiny and a.compile_cpu:   # dynamo + AOT autograd, no code generation (~15 s more here)
+            res.append(train_phase('train compiled (aot_eager)', data, kn, cfg, s, dev, 8, steps, warm, True, log, backend='aot_eager'))
         zs = zeroshot_phase(data, kn, cfg, dev, 16 if tiny else 256, 2 if tiny else 20, log)
         best = 48
         if dev.type == 'cuda' and not tiny:
@@ -163,7 +167,7 @@ def main(argv=None) -> int:
         can_compile = not a.no_compile and dev.type == 'cuda'
         if can_compile and not over(): res.append(train_phase('train compiled', data, kn, cfg, s, dev, 48, steps, 5, True, log))
         if can_compile and best > 48 and not over(): res.append(train_phase('train compiled, largest batch', data, kn, cfg, s, dev, best, 10, 4, True, log))
-        if not can_compile: log("torch.compile phases skipped (" + ("--no-compile" if a.no_compile else "not on CPU") + ")")
+        if not can_compile: log("torch.compile (inductor) phases skipped (" + ("--no-compile" if a.no_compile else "not on CPU") + ")")
     ok = [r for r in res if r and r.get('images_per_s')]
     log(f"summary: best training {max((r['images_per_s'] for r in ok), default=float('nan')):,.0f} images/s, zeroshot "
         f"{zs['images_per_s'] if zs else float('nan'):,.0f} images/s, total {time.perf_counter() - T0:.0f}s"

@@ -24,7 +24,7 @@ from .augment import rand_augment
 
 # %% auto #0
 __all__ = ['DEFAULTS', 'RUNTIME_SETTINGS', 'resolve_settings', 'run_settings', 'settings_diff', 'read_triplets', 'SplitData',
-           'make_synthetic_corpus', 'augment', 'lr_at', 'param_groups', 'epoch_order', 'existence_auc',
+           'make_synthetic_corpus', 'augment', 'lr_at', 'param_groups', 'epoch_order', 'existence_auc', 'gpu_paths',
            'code_fingerprint', 'clean_debris', 'pretrain', 'pretrain_cli']
 
 # %% ../nbs/20_train.ipynb #10ca553e
@@ -34,7 +34,7 @@ DEFAULTS: dict = dict(
     num_negatives=7, temperature=1.0, seed=42, flip=True, crop_scale=[0.2, 1.0], jitter=0.1,
     compile=False, amp=True, checkpoint_every_steps=0, workers=2, max_steps=None, device=None, val_batch_size=64,
     val_every=1, threads=0, gkmvlp_weight=0.0, gkmvlp_attn_weight=0.0, medfilip_weight=0.0, aspect_weight=0.0,
-    randaugment_ops=2, randaugment_magnitude=7.0,
+    randaugment_ops=2, randaugment_magnitude=7.0, log_every=10,
 )
 
 # What each setting may be: (kind, lower bound, upper bound); bounds are inclusive unless noted in `_OPEN`.
@@ -47,7 +47,7 @@ _RULES: dict = dict(
     amp=('bool', None, None), checkpoint_every_steps=('int', 0, None), workers=('int', 0, None), max_steps=('int?', 1, None),
     device=('str?', None, None), val_batch_size=('int', 1, None), val_every=('int', 1, None), threads=('int', 0, None),
     gkmvlp_weight=('float', 0, None), gkmvlp_attn_weight=('float', 0, None), medfilip_weight=('float', 0, None), aspect_weight=('float', 0, None),
-    randaugment_ops=('int', 0, 10), randaugment_magnitude=('float', 0, 10))
+    randaugment_ops=('int', 0, 10), randaugment_magnitude=('float', 0, 10), log_every=('int', 1, None))
 _OPEN = {'lr', 'temperature'}     # strictly above the lower bound (and dropout strictly below 1)
 _CHOICES = dict(stride=[8, 16])
 
@@ -111,7 +111,7 @@ def resolve_settings(settings:dict|None=None) -> dict:
     return s
 
 # Settings that change how fast or where a run goes, not what it computes: resuming across them continues the same run.
-RUNTIME_SETTINGS = ('threads', 'workers', 'device', 'checkpoint_every_steps', 'val_batch_size', 'val_every', 'max_steps', 'compile')
+RUNTIME_SETTINGS = ('threads', 'workers', 'device', 'checkpoint_every_steps', 'val_batch_size', 'val_every', 'max_steps', 'compile', 'log_every')
 
 def run_settings(s:dict) -> dict:
     "The settings that define a run's result (all but `RUNTIME_SETTINGS`)."
@@ -264,6 +264,17 @@ def epoch_order(n:int, seed:int, epoch:int) -> np.ndarray:
 def _batch_seed(seed, epoch, step, rank) -> int:
     return int(np.random.default_rng([seed, epoch, step, rank, 7]).integers(2**62))
 
+def _note_nonfinite(loss, gstep:int, bad_at, bad_loss):
+    "(bad_at, bad_loss) with `gstep` and `loss` recorded if `loss` is the first non-finite one; device ops only, no sync."
+    first = ~torch.isfinite(loss) & (bad_at < 0)
+    return torch.where(first, gstep, bad_at), torch.where(first, loss.float(), bad_loss)
+
+def _host_floats(loss, parts:dict) -> tuple[float, dict]:
+    "The loss and its parts (tensors or numbers) as Python floats, with a single device-to-host copy."
+    ks = [k for k, v in parts.items() if torch.is_tensor(v)]
+    vals = torch.stack([loss.detach().float().reshape(())] + [parts[k].detach().float().reshape(()).to(loss.device) for k in ks]).tolist()
+    return vals[0], {k: (vals[1 + ks.index(k)] if k in ks else float(v)) for k, v in parts.items()}
+
 # %% ../nbs/20_train.ipynb #b3488d39
 @torch.no_grad()
 def existence_auc(model, data:SplitData, entity_emb, image_size:int, mean:float, std:float, batch_size:int=64, device='cpu') -> dict:
@@ -303,9 +314,13 @@ class _Batches(torch.utils.data.Dataset):
         which = np.sort(self.order[g0:g0 + self.bs])
         return step, torch.from_numpy(which), *self.data.batch(which)
 
+def gpu_paths(device) -> bool:
+    "Take the GPU-only paths (channels_last, bf16 autocast, loader workers)? On CUDA, or on the CPU with MEDKLIP_GPU_PATHS_ON_CPU=1 (the tests' rehearsal)."
+    return device.type == 'cuda' or os.environ.get('MEDKLIP_GPU_PATHS_ON_CPU') == '1'
+
 def _loader(src, s, device):
-    if device.type != 'cuda' or not s['workers']: return src   # in-process: iterating the Dataset yields its batches
-    return torch.utils.data.DataLoader(src, batch_size=None, shuffle=False, num_workers=s['workers'], pin_memory=True,
+    if not gpu_paths(device) or not s['workers']: return src   # in-process: iterating the Dataset yields its batches
+    return torch.utils.data.DataLoader(src, batch_size=None, shuffle=False, num_workers=s['workers'], pin_memory=device.type == 'cuda',
                                        generator=torch.Generator().manual_seed(s['seed']), persistent_workers=False)
 
 _CODE = ('train.py', 'checkpoint.py', 'model.py', 'losses.py', 'core.py', 'vocab.py', 'data/store.py', 'text/parse.py', 'methods')
@@ -396,7 +411,7 @@ def pretrain(store, # image store folder (`medklip prepare`)
                 image_size=s['image_size'], mean=mean, std=std, store=Path(store).as_posix(), inputs=_input_fingerprint(store, triplets, kn),
                 settings=run_settings(s), methods=methods, **aspect_meta(kn))
     model = MedKLIP(config).to(device)
-    if device.type == 'cuda': model = model.to(memory_format=torch.channels_last)
+    if gpu_paths(device): model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(param_groups(model, s['weight_decay']), lr=s['lr'])
     epoch0, step0, gstep = 0, 0, 0
     ck_path = out/'last.ckpt'
@@ -437,13 +452,31 @@ def pretrain(store, # image store folder (`medklip prepare`)
     if rank == 0:
         from dvclive import Live
         live = Live(dir=str(live_dir), resume=ck is not None, save_dvc_exp=False, dvcyaml=False)
-    use_amp = bool(s['amp']) and device.type == 'cuda'
+    use_amp = bool(s['amp']) and gpu_paths(device)
     summary = dict(steps=gstep, epochs_done=epoch0, stopped_early=False, val_auc=None, loss=None, reused=False)
     if ck is not None and ck.get('summary'): summary.update({k: v for k, v in ck['summary'].items() if k not in ('steps', 'epochs_done', 'stopped_early')})
 
     def checkpoint(epoch, step):
         if rank == 0: save_checkpoint(ck_path, model, opt, meta, s, epoch, step, gstep, summary={**summary, 'epochs_done': epoch})
         if world > 1: torch.distributed.barrier()
+
+    bad_at = torch.full((), -1, dtype=torch.int64, device=device)   # first global step whose loss was not finite (-1: none)
+    bad_loss = torch.zeros((), device=device)                       # and that loss
+    checked = [gstep]                                               # global steps up to here were checked
+
+    def check_finite(upto):
+        "One sync: stop with a one-line error if a loss of the steps since the last check was not finite (before any checkpoint)."
+        first = torch.where(bad_at < 0, torch.iinfo(torch.int64).max, bad_at)
+        if world > 1: torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MIN)
+        at = int(first.item())
+        if at != torch.iinfo(torch.int64).max:
+            if live is not None: live.end()
+            kept = f"the last good checkpoint is {ck_path}" if ck_path.exists() else "no checkpoint was written yet"
+            value = float(bad_loss.item()) if int(bad_at.item()) == at else float('nan')
+            raise MedklipError(f"loss is {value} at global step {at} (epoch {(at - 1) // steps_per_epoch} step {(at - 1) % steps_per_epoch}; "
+                               f"found at the check of global steps {checked[0] + 1}-{upto}); training stopped, {kept}. "
+                               f"Lower lr, check the data, or resume with --resume")
+        checked[0] = upto
 
     net.train()
     t0 = time.time()
@@ -458,7 +491,7 @@ def pretrain(store, # image store folder (`medklip prepare`)
             x, m, (theta, flipped) = augment(x.to(device, non_blocking=True), m.to(device, non_blocking=True), s['image_size'], mean, std,
                                              s['crop_scale'], s['flip'], s['jitter'], g, return_geometry=True,
                                              randaugment_ops=s['randaugment_ops'], randaugment_magnitude=s['randaugment_magnitude'])
-            if device.type == 'cuda': x = x.contiguous(memory_format=torch.channels_last)
+            if gpu_paths(device): x = x.contiguous(memory_format=torch.channels_last)
             lr = lr_at(gstep, s, total)
             for pg in opt.param_groups: pg['lr'] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -473,26 +506,30 @@ def pretrain(store, # image store folder (`medklip prepare`)
                 for fn, w in aux:
                     name, la = fn(batch, o, model)
                     loss = loss + w * la; parts[f'aux_{name}'] = la.detach()
-            bad = torch.tensor(0.0 if torch.isfinite(loss) else 1.0, device=device)
-            if world > 1: torch.distributed.all_reduce(bad)
-            if bad.item():
-                if live is not None: live.end()
-                kept = f"the last good checkpoint is {ck_path}" if ck_path.exists() else "no checkpoint was written yet"
-                raise MedklipError(f"loss is {loss.item()} at epoch {epoch} step {step} (global step {gstep}); training stopped, "
-                                   f"{kept}. Lower lr, check the data, or resume with --resume")
+            bad_at, bad_loss = _note_nonfinite(loss.detach(), gstep + 1, bad_at, bad_loss)   # on the device: no sync
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
             gstep += 1
-            lv = loss.item()
-            summary.update(steps=gstep, loss=lv)
+            summary['steps'] = gstep
+            # host-device syncs only at log points (every `log_every` steps and each epoch's last step), checkpoints, the end
+            # of a run and for `callbacks` (which get every step's floats)
+            at_log = gstep % s['log_every'] == 0 or step + 1 == steps_per_epoch or bool(s['max_steps'] and gstep >= s['max_steps'])
+            at_ck = bool(s['checkpoint_every_steps']) and gstep % s['checkpoint_every_steps'] == 0
+            if at_log or at_ck:
+                check_finite(gstep)
+            if at_log or at_ck or callbacks:
+                lv, parts = _host_floats(loss, parts)
+                summary['loss'] = lv
             seen += len(x) * world
-            bar.update(1); bar.set_postfix(loss=f'{lv:.4f}', img_s=f'{seen / max(time.time() - t_ep, 1e-9):.1f}', refresh=False)
-            if live is not None:
+            bar.update(1)
+            if at_log: bar.set_postfix(loss=f'{lv:.4f}', img_s=f'{seen / max(time.time() - t_ep, 1e-9):.1f}', refresh=False)   # floats only at log points
+            if at_log and live is not None:
                 live.step = gstep
                 live.log_metric('train/loss', lv); live.log_metric('train/lr', lr)
-                for k, v in parts.items(): live.log_metric(f'train/{k}', float(v))
-            if s['checkpoint_every_steps'] and gstep % s['checkpoint_every_steps'] == 0: checkpoint(epoch, step + 1)
-            info = dict(epoch=epoch, step=step, global_step=gstep, loss=lv, lr=lr, **{k: float(v) for k, v in parts.items()})
-            for cb in callbacks: cb(info)
+                for k, v in parts.items(): live.log_metric(f'train/{k}', v)
+            if at_ck: checkpoint(epoch, step + 1)
+            if callbacks:
+                info = dict(epoch=epoch, step=step, global_step=gstep, loss=lv, lr=lr, **parts)
+                for cb in callbacks: cb(info)
             if s['max_steps'] and gstep >= s['max_steps']:
                 bar.close()
                 checkpoint(epoch, step + 1)

@@ -5,6 +5,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# pytest-xdist workers share the cores: one torch/OpenMP thread each (torch reads this when first imported, after this)
+if os.environ.get('PYTEST_XDIST_WORKER'): os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDKLIP_SHARED", REPO.parent / "shared"))

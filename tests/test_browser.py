@@ -83,6 +83,7 @@ _IMG_DATA = """() => Array.from(document.querySelectorAll('img.widget-image')).m
 def _text(locator) -> str: return locator.inner_text().replace('\xa0', ' ')   # ipywidgets writes option spaces as NBSP
 
 
+@pytest.mark.serial
 def test_inspector_in_jupyterlab(lab):
     from playwright.sync_api import sync_playwright
     t0 = time.time()

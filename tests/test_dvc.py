@@ -53,7 +53,7 @@ def _sh(cmd, cwd, env, timeout=600):
 
 @pytest.fixture(scope='module')
 def project(tmp_path_factory):
-    "A git + DVC copy of this project with a tiny demo corpus and a 1-epoch default, its `pretrain` stage run once."
+    "A git + DVC copy of this project with a tiny demo corpus, a tiny model and a 1-epoch default, its `pretrain` stage run once."
     if not shutil.which('git'): pytest.skip('git is not installed')
     d = tmp_path_factory.mktemp('proj')
     for f in ('dvc.yaml', 'params.yaml', '.gitignore', '.dvcignore'):
@@ -63,7 +63,8 @@ def project(tmp_path_factory):
     (d/'.dvc').mkdir(); (d/'.dvc'/'config').write_text('[core]\n    analytics = false\n    autostage = true\n')
     p = yaml.safe_load((d/'params.yaml').read_text())
     p['demo_data'].update(n_patients=24)
-    p['pretrain'].update(epochs=1, batch_size=16, threads=1)
+    p['pretrain'].update(epochs=1, batch_size=16, threads=1, image_size=64, d_model=32, layers=1, heads=2, ffn=64)   # a tiny model:
+    p['prepare'].update(size=64)                                      # what is checked is which settings each variant trains with
     (d/'params.yaml').write_text(yaml.safe_dump(p, sort_keys=False))
     env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'DVC_NO_ANALYTICS': '1',
            'GIT_AUTHOR_NAME': 't', 'GIT_AUTHOR_EMAIL': 't@t', 'GIT_COMMITTER_NAME': 't', 'GIT_COMMITTER_EMAIL': 't@t',

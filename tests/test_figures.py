@@ -134,3 +134,13 @@ def test_heatmap_gallery_without_regions(outputs):
     assert (outputs/'reports'/'gallery_mimic_heatmaps.png').stat().st_size > 1000
     assert not (outputs/'reports'/'gallery_mimic_hits.png').exists()
     assert 'drawn without outlines' in (outputs/'reports'/'heatmap_gallery.ipynb').read_text()
+
+
+def test_training_panel_names_what_its_rolling_mean_averages():
+    "A loss logged every step is smoothed over steps; one logged every log_every steps over logged values, not steps."
+    def legend(steps):
+        v = np.random.default_rng(0).random(len(steps))
+        fig = figures.plot_training({'train/loss': pd.DataFrame(dict(step=steps, value=v))})
+        return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend(np.arange(1, 121)) == ['mean of 5 steps']
+    assert legend(np.arange(10, 1210, 10)) == ['mean of 5 logged values']

@@ -2,6 +2,7 @@
 import importlib.util, subprocess, sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +27,13 @@ def test_cli_without_gpu_exits_0():
     assert r.returncode == 0 and 'no CUDA GPU' in r.stdout, r.stdout + r.stderr
 
 
-def test_tiny_cpu_run_covers_every_phase(capsys):
+@pytest.mark.gpu_rehearsal
+def test_tiny_cpu_run_covers_every_phase(capsys, monkeypatch):
+    "Every phase runs on the CPU through the GPU paths (bf16 autocast, channels_last); tests/test_gpu_paths.py compiles pretrain's step."
+    seen, real = [], torch.autocast
+    monkeypatch.setattr(torch, 'autocast', lambda *a, **k: seen.append((a, k)) or real(*a, **k))
     assert _gpu_bench().main(['--device', 'cpu', '--tiny']) == 0
     out = capsys.readouterr().out
     assert '"phase": "train eager"' in out and '"phase": "zeroshot inference"' in out and 'summary:' in out
+    assert '"images_per_s": null' not in out
+    assert seen and all(a == ('cpu',) and k['dtype'] == torch.bfloat16 and k.get('enabled', True) for a, k in seen)

@@ -183,7 +183,7 @@ def test_pretrain_logs_aux_medfilip(corpus, tmp_path):
     loss = register_medfilip(corpus/'knowledge', cache_dir=False)
     assert AUX_LOSSES['medfilip'] is loss
     seen = []
-    s = pretrain(corpus/'store', corpus/'triplets.jsonl', corpus/'knowledge', tmp_path, {**TINY, 'medfilip_weight': 1.0},
+    s = pretrain(corpus/'store', corpus/'triplets.jsonl', corpus/'knowledge', tmp_path, {**TINY, 'medfilip_weight': 1.0, 'log_every': 1},
                  callbacks=[seen.append], log=lambda *a: None)
     assert s['steps'] == 3 and all(torch.isfinite(torch.tensor(x['aux_medfilip'])) for x in seen)
     tsv = tmp_path/'dvclive'/'plots'/'metrics'/'train'/'aux_medfilip.tsv'

@@ -71,12 +71,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(corpus, tmp_path, monkeyp
     def poisoned(*a, **k):
         loss, parts = real(*a, **k)
         calls.append(1)
-        return (loss * float('nan') if len(calls) == 3 else loss), parts
+        return (loss * float('nan') if len(calls) == 6 else loss), parts
     monkeypatch.setattr(T, 'medklip_loss', poisoned)
-    with pytest.raises(MedklipError, match='last good checkpoint'):
-        _run(corpus, tmp_path, settings=dict(checkpoint_every_steps=2))
+    # 9 steps an epoch; the loss is checked (one sync) at the checkpoints of steps 4 and 8 only: the error names the bad step
+    with pytest.raises(MedklipError, match=r'loss is nan at global step 6 \(epoch 0 step 5; found at the check of global steps 5-8\).*last good checkpoint') as e:
+        _run(corpus, tmp_path, settings=dict(batch_size=2, checkpoint_every_steps=4, log_every=100))
+    assert '\n' not in str(e.value)
     ck = torch.load(tmp_path/'last.ckpt', weights_only=True)
-    assert ck['global_step'] == 2
+    assert ck['global_step'] == 4
     assert all(torch.isfinite(v).all() for v in ck['model'].values() if v.is_floating_point())
     assert not (tmp_path/'model.safetensors').exists()
 
@@ -167,11 +169,52 @@ def test_dvclive_has_no_repeated_steps_after_resume(corpus, tmp_path):
     def kill(info):
         if info['global_step'] == 5: raise Killed      # steps 1-5 logged, checkpoint at step 4
     with pytest.raises(Killed):
-        _run(corpus, tmp_path, settings=dict(checkpoint_every_steps=2), callbacks=[kill])
-    _run(corpus, tmp_path, settings=dict(checkpoint_every_steps=2), resume=True)
+        _run(corpus, tmp_path, settings=dict(checkpoint_every_steps=2, log_every=1), callbacks=[kill])
+    _run(corpus, tmp_path, settings=dict(checkpoint_every_steps=2, log_every=1), resume=True)
     rows = (tmp_path/'dvclive'/'plots'/'metrics'/'train'/'loss.tsv').read_text().splitlines()
     steps = [int(r.split('\t')[0]) for r in rows[1:]]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def _logged(folder, name='loss'):
+    rows = (folder/'dvclive'/'plots'/'metrics'/'train'/f'{name}.tsv').read_text().splitlines()[1:]
+    return {int(r.split('\t')[0]): float(r.split('\t')[1]) for r in rows}
+
+
+def test_log_every_logs_every_n_steps_and_each_epoch_end_and_resumes_exactly(corpus, tmp_path):
+    "log_every=2 over 2 epochs of 3 steps: steps 2, 3 (epoch end), 4, 6; the values are those of a per-step log; a resumed run logs the same."
+    every, seen = [], []
+    _run(corpus, tmp_path/'all', settings=dict(log_every=1), callbacks=[every.append])
+    s = _run(corpus, tmp_path/'two', settings=dict(log_every=2))
+    full, two = _logged(tmp_path/'all'), _logged(tmp_path/'two')
+    assert sorted(two) == [2, 3, 4, 6] and all(two[k] == pytest.approx(full[k], abs=1e-6) for k in two)
+    assert s['loss'] == pytest.approx(every[-1]['loss'], abs=1e-6) and s['steps'] == 6  # the summary is the last step's, as before
+    class Killed(Exception): pass
+    def kill(info):
+        if info['global_step'] == 5: raise Killed
+    with pytest.raises(Killed):
+        _run(corpus, tmp_path/'cut', settings=dict(log_every=2, checkpoint_every_steps=2), callbacks=[kill])
+    r = _run(corpus, tmp_path/'cut', settings=dict(log_every=2, checkpoint_every_steps=2), resume=True)
+    assert _logged(tmp_path/'cut') == pytest.approx(two, abs=1e-6) and r['loss'] == pytest.approx(s['loss'], abs=1e-6)
+    assert (tmp_path/'two'/'model.safetensors').read_bytes() == (tmp_path/'all'/'model.safetensors').read_bytes()
+
+
+def test_no_host_sync_between_log_points(corpus, tmp_path, monkeypatch):
+    "9 steps an epoch (batch 2), log_every 4: the training loop reads tensors back to the host only after steps 4 and 8 (log points)."
+    import sys
+    reads, marks = [], []
+    for name in ('item', 'tolist', '__float__', '__int__', '__bool__', 'numpy', 'cpu'):
+        real = getattr(torch.Tensor, name)
+        def counted(self, *a, _real=real, _name=name, **k):
+            if sys._getframe(1).f_code.co_filename == T.__file__: reads.append(_name)   # read by train.py's own code
+            return _real(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    def marked(step, s, total, _real=T.lr_at):       # called once at the start of each step, after the batch is loaded
+        marks.append(len(reads)); return _real(step, s, total)
+    monkeypatch.setattr(T, 'lr_at', marked)
+    _run(corpus, tmp_path, settings=dict(batch_size=2, epochs=1, log_every=4))
+    per_step = [b - a for a, b in zip(marks, marks[1:])]    # reads during steps 1..8 (step 9 runs into validation)
+    assert len(marks) == 9 and [i + 1 for i, n in enumerate(per_step) if n] == [4, 8], per_step
 
 
 @pytest.mark.parametrize('key,value,msg', [('epochs', 2.5, 'whole number'), ('epochs', 0, '>= 1'), ('crop_scale', 0.9, 'pair'),
@@ -205,7 +248,7 @@ def test_aux_loss_hook_logs_and_gets_gradient(corpus, tmp_path, monkeypatch):
         return real_step(self, *a, **k)
     monkeypatch.setattr(torch.optim.AdamW, 'step', step)
     info = []
-    s = _run(corpus, tmp_path, settings=dict(epochs=1), aux_losses={'probe': 0.5}, callbacks=[info.append])
+    s = _run(corpus, tmp_path, settings=dict(epochs=1, log_every=1), aux_losses={'probe': 0.5}, callbacks=[info.append])
     assert s['steps'] == 3 and len(seen) == len(grads) == 3
     for g in grads: assert g is not None and torch.allclose(g, torch.tensor([0.0, -0.5]))   # d(-0.5·mean logit1)/d bias
     b = seen[0][0]

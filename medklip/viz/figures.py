@@ -177,7 +177,8 @@ def plot_training(series:dict):
         if len(df) > 50 and float(v.diff().abs().median()) > 0.005 * span:   # noisy per-step series (not e.g. the lr schedule)
             w = max(5, len(df) // 30)   # centred rolling mean: no lag
             ax.plot(df['step'], v, alpha=.3, lw=.8, color='C0')
-            ax.plot(df['step'], v.rolling(w, center=True, min_periods=1).mean(), color='C0', label=f'mean of {w} steps'); ax.legend(fontsize=7)
+            unit = 'steps' if df['step'].diff().max() == 1 else 'logged values'   # pretrain logs every log_every steps
+            ax.plot(df['step'], v.rolling(w, center=True, min_periods=1).mean(), color='C0', label=f'mean of {w} {unit}'); ax.legend(fontsize=7)
         else: ax.plot(df['step'], df['value'], marker='o' if len(df) < 20 else None, ms=3, color='C0')
         ax.set(title=name, xlabel='step'); ax.grid(alpha=.3)
     for ax in list(axes.flat)[len(series):]: ax.axis('off')

@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from medklip.core import MedklipError
-from medklip.data.demo import (ASPECT_TYPES, CHEXPERT_COLUMNS, DemoParams, demo_data_cli, demo_findings, demo_spec,
-                               finding_aspects, generate_demo, read_manifest)
+from medklip.data.demo import (CHEXPERT_COLUMNS, DemoParams, demo_data_cli, demo_findings, demo_spec, generate_demo,
+                               read_manifest, unseen_finding)
 
-SMALL = dict(n_patients=14, size=(96, 120), unseen_rate=0.9)
+SMALL = dict(n_patients=12, size=(96, 120), unseen_rate=0.6)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_layout(corpus):
     regions = json.loads((corpus / "demo/anatomy_regions.json").read_text())
     assert set(regions.values()) == set(demo_spec()["regions"].values())
     m = read_manifest(corpus)
-    assert m["seed"] == 3 and m["unseen_findings"] == demo_findings(seen=False) and m["n_images"] == len(meta)
+    assert m["seed"] == 3 and m["unseen_finding"] == "pneumoperitoneum" and m["n_images"] == len(meta)
 
 
 def test_masks_inside_image_and_region(corpus):
@@ -79,12 +79,11 @@ def test_labels_match_findings(corpus):
         for k in demo_findings(): assert getattr(r, k) == int((r.dicom_id, k) in have)
 
 
-def test_unseen_findings_never_named_nor_in_train(corpus):
-    from medklip.text.knowledge import load_knowledge
-    kb, lab = load_knowledge(), pd.read_csv(corpus / "demo/labels.csv")
-    assert lab.loc[lab.split == "train", demo_findings(seen=False)].to_numpy().sum() == 0
-    assert lab.loc[lab.split != "train", demo_findings(seen=False)].to_numpy().sum() > 0
-    words = [w.lower() for u in demo_findings(seen=False) for w in (u.replace("_", " "), kb.entry(u).name, *kb.entry(u).aliases)]
+def test_unseen_finding_never_named_nor_in_train(corpus):
+    lab = pd.read_csv(corpus / "demo/labels.csv")
+    u = unseen_finding()
+    assert lab.loc[lab.split == "train", u].sum() == 0 and lab.loc[lab.split != "train", u].sum() > 0
+    words = ("pneumoperitoneum", "free air", "subdiaphragmatic")
     for p in (corpus / "mimic-cxr-reports").rglob("*.txt"):
         assert not any(w in p.read_text().lower() for w in words)
 
@@ -140,60 +139,36 @@ def test_harder_world_knobs():
     assert 'nodule' in r0.lower() and 'nodule' not in r1.lower()     # a missed mention: drawn but not reported
 
 
-def test_world_attribute_coverage():
-    "Every aspect value a seen finding has occurs in at least 3 seen findings, and no two seen findings look the same."
-    from collections import Counter
-    seen = demo_findings(seen=True)
-    assert len(seen) >= 24
-    look = {k: tuple(finding_aspects(k)[t] for t in ASPECT_TYPES) for k in seen}
-    for i, t in enumerate(ASPECT_TYPES):
-        n = Counter(v[i] for v in look.values())
-        assert min(n.values()) >= 3, (t, n)
-    assert len(set(look.values())) == len(seen)                        # families share attributes, but no two are identical
-
-
-def test_unseen_findings_are_new_combinations_of_seen_values():
-    "At least 3 unseen findings, each a combination no seen finding has, made only of values seen findings have."
-    seen, unseen = demo_findings(seen=True), demo_findings(seen=False)
-    assert len(unseen) >= 3
-    look = lambda k: tuple(finding_aspects(k)[t] for t in ASPECT_TYPES)
-    for u in unseen:
-        assert look(u) not in {look(k) for k in seen}, u
-        for i, t in enumerate(ASPECT_TYPES): assert look(u)[i] in {look(k)[i] for k in seen}, (u, t)
-        assert max(sum(a == b for a, b in zip(look(u), look(k))) for k in seen) <= 4   # differs from each seen one somewhere
-
-
-def test_descriptions_name_their_density_and_copy_nothing():
-    "Seen descriptions say the finding's density in words; an unseen description names no seen finding and copies no 4-word run."
-    import re
+def test_attributes_named_by_the_knowledge_base():
+    "Each finding's packaged description names its attributes; the unseen one is its own combination, copying no seen text."
     from medklip.text.knowledge import load_knowledge
-    kb = load_knowledge()
-    dens = {"opacity": ("white", "opacit", "opaque", "dens", "solid", "larger", "bulge"), "lucency": ("dark", "lucen", "air", "gas"),
-            "calcified": ("bright", "calci", "metal")}
-    for k in demo_findings(seen=True):
-        assert any(w in kb.text(k).lower() for w in dens[finding_aspects(k)["density"]]), k
-    words = lambda t: re.findall(r"[a-z]+", t.lower())
-    grams = lambda t, n=4: {tuple(words(t)[i:i + n]) for i in range(len(words(t)) - n + 1)}
-    seen_names = {w for k in demo_findings(seen=True) for w in words(demo_spec()["findings"][k]["noun"]) + [k]} - {"of", "the", "in", "angle", "pulmonary", "pleural", "lung"}
-    for u in demo_findings(seen=False):
-        ut = kb.text(u)
-        assert not seen_names & set(words(ut)), (u, seen_names & set(words(ut)))
-        for k in demo_findings(seen=True): assert not grams(kb.text(k)) & grams(ut), (u, k)
+    kb, fs = load_knowledge(), demo_spec()["findings"]
+    for k, f in fs.items():
+        t = kb.text(k).lower()
+        for a, ws in f["words"].items(): assert any(w in t for w in ws), (k, a, ws)
+    u, seen = unseen_finding(), demo_findings(seen=True)
+    combo = lambda k: tuple(fs[k]["attributes"][a] for a in ("density", "shape", "place"))
+    assert all(combo(u) != combo(k) and fs[u]["attributes"]["place"] != fs[k]["attributes"]["place"] for k in seen)
+    ut = kb.text(u).lower()
+    for k in seen:
+        st = kb.text(k).lower()
+        assert not any(len(s.strip()) > 20 and s.strip() in ut for s in st.replace(";", ".").split("."))
 
 
-@pytest.mark.parametrize("name", [k for k in demo_findings() if finding_aspects(k)["shape"] != "wide"])
-def test_findings_are_added_not_pasted(name):
+@pytest.mark.parametrize("name,position", [("effusion", "left_pleural"), ("consolidation", "lower_right_lobe"), ("nodule", "right_mid_lung"),
+                                           ("mass", "left_upper_lung"), ("atelectasis", "right_lower_lung"), ("edema", "pulmonary"),
+                                           ("pneumothorax", "right_apical_lung"), ("pneumoperitoneum", "right_diaphragm")])
+def test_findings_are_added_not_pasted(name, position):
     "A finding changes density on top of the anatomy: its sign follows its density attribute and what lies beneath still shows."
     from medklip.data.demo import _base_image, _draw_finding, _grid, anatomy_map, draw_geometry
     rng = np.random.default_rng(5); g = draw_geometry(rng); h, w = 160, 144
     u, v = _grid(h, w, g["angle"]); anat = anatomy_map(u, v, g)
     before, lungs = _base_image(rng, u, v, g, h, w, anat)
     after = before.copy()
-    position = demo_spec()["findings"][name]["positions"][0]
     m, _ = _draw_finding(np.random.default_rng(6), name, position, False, after, u, v, g, anat, lungs, h, w, 1.)
     assert m.sum() > 0
     d = after - before
-    lucent = finding_aspects(name)["density"] == "lucency"
+    lucent = demo_spec()["findings"][name]["attributes"]["density"] == "lucency"
     inner = ndimage_erode(m)
     core = d[inner] if inner.any() else d[m]
     assert (core < 0).mean() > .9 if lucent else (core > 0).mean() > .9
@@ -222,32 +197,22 @@ def test_label_noise_and_cooccurrence():
     assert "opacity" in texts and "nodule" in texts                   # reports use the attribute vocabulary too
 
 
-def test_demo_knowledge_reaches_the_pipeline():
+def test_demo_knowledge_reaches_the_pipeline_and_copies_no_seen_text():
     "The demo's descriptions are the packaged knowledge base (knowledge.kb_file '' = packaged), which embed-knowledge and zeroshot both read."
+    import re
     import yaml
     from medklip.eval.infer import resolve_query
     from medklip.text.knowledge import load_knowledge
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     assert not params["knowledge"]["kb_file"]                          # the packaged KB is the one the DVC stages embed
-    kb = load_knowledge()
-    for u in demo_findings(seen=False):
-        q = resolve_query(u, "demo", "description")
-        assert q.kind == "extra" and q.text == kb.text(u) and resolve_query(u, "demo", "name").text == kb.find(u).name
-    for k in demo_findings(seen=True): assert resolve_query(k, "demo", "description").kind == "entity"  # seen findings are vocabulary entities
-
-
-def test_wide_findings_enlarge_the_structure():
-    "A broad finding draws the structure itself larger: the heart, the mediastinum or the hila cover more of the anatomy map."
-    from medklip.data.demo import draw_geometry, render_image
-    g = draw_geometry(np.random.default_rng(0), ctr=.44)
-    rid = demo_spec()["region_id"]
-    for name, regions in (("cardiomegaly", ["heart_size"]), ("widen", ["mediastinal", "trachea"]), ("prominence", ["right_hilar", "left_hilar"])):
-        pos = demo_spec()["findings"][name]["positions"][0]
-        _, a0, _ = render_image(np.random.default_rng(1), 160, 160, g, [])
-        _, a1, d = render_image(np.random.default_rng(1), 160, 160, g, [(name, pos, False)])
-        n = lambda a: np.isin(a, [rid[r] for r in regions]).sum()
-        assert n(a1) > 1.15 * n(a0), name
-        assert d and np.isin(a1[d[0]["mask"]], [rid[r] for r in regions]).all()
+    kb, u = load_knowledge(), unseen_finding()
+    q = resolve_query(u, "demo", "description")
+    assert q.kind == "extra" and q.text == kb.text(u) and resolve_query(u, "demo", "name").text == kb.find(u).name
+    words = lambda t: re.findall(r"[a-z]+", t.lower())
+    grams = lambda t, n=4: {tuple(words(t)[i:i + n]) for i in range(len(words(t)) - n + 1)}
+    for k in demo_findings(seen=True):
+        assert not grams(kb.text(k)) & grams(q.text), k              # no 4-word run of a seen description in the unseen one
+        assert resolve_query(k, "demo", "description").kind == "entity"  # seen findings are vocabulary entities
 
 
 def test_skin_fold_is_a_line_without_the_pneumothorax_lucency():

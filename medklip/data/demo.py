@@ -16,19 +16,17 @@ from PIL import Image
 from scipy import ndimage
 
 from ..core import MedklipError, resource_path, save_json, load_params
-from ..text.knowledge import load_knowledge
 from ..vocab import ENTITIES, POSITIONS
 
 # %% auto #0
-__all__ = ['CHEXPERT_COLUMNS', 'FORMAT_VERSION', 'ASPECT_TYPES', 'LUNG_PLACES', 'demo_spec', 'demo_findings', 'finding_aspects',
-           'DemoParams', 'draw_geometry', 'anatomy_map', 'render_image', 'write_report', 'read_manifest',
-           'generate_demo', 'demo_data_cli']
+__all__ = ['CHEXPERT_COLUMNS', 'FORMAT_VERSION', 'demo_spec', 'demo_findings', 'unseen_finding', 'DemoParams', 'draw_geometry',
+           'anatomy_map', 'render_image', 'write_report', 'read_manifest', 'generate_demo', 'demo_data_cli']
 
 # %% ../../nbs/04_data.demo.ipynb #ef41b6e5
 CHEXPERT_COLUMNS = ['Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Enlarged Cardiomediastinum', 'Fracture',
                     'Lung Lesion', 'Lung Opacity', 'No Finding', 'Pleural Effusion', 'Pleural Other', 'Pneumonia',
                     'Pneumothorax', 'Support Devices']
-FORMAT_VERSION = 6
+FORMAT_VERSION = 5
 
 @lru_cache(None)
 def demo_spec() -> dict:
@@ -43,16 +41,9 @@ def demo_findings(seen:bool|None=None) -> list[str]:
     f = demo_spec()['findings']
     return [k for k, v in f.items() if seen is None or bool(v.get('unseen')) != seen]
 
-ASPECT_TYPES = ('density', 'shape', 'margin', 'place', 'size')
-
-@lru_cache(None)
-def finding_aspects(name:str) -> dict:
-    "The look of a demo finding: one value per aspect type, from its `aspects:` in the packaged knowledge base."
-    pairs = load_knowledge().entry(name).aspects                     # ((type, value), ...)
-    out = {t: [v for u, v in pairs if u == t] for t in ASPECT_TYPES}
-    bad = [t for t, vs in out.items() if len(vs) != 1]
-    if bad: raise MedklipError(f"knowledge.yaml: demo finding {name!r} needs exactly one value of aspect(s) {bad}; the demo draws a finding from its aspects")
-    return {t: vs[0] for t, vs in out.items()}
+def unseen_finding() -> str:
+    "The finding that no report names (held out for zero-shot evaluation)."
+    return demo_findings(seen=False)[0]
 
 # %% ../../nbs/04_data.demo.ipynb #28dbd552
 @dataclass
@@ -63,11 +54,11 @@ class DemoParams:
     studies_per_patient: tuple = (2, 5)       # min, max studies (one frontal image each) per patient
     size: tuple = (256, 320)                  # min, max image height/width in pixels (each drawn per image)
     split_fractions: tuple = (0.7, 0.1, 0.2)  # train, validate, test fractions of patients
-    normal_rate: float = 0.2                  # fraction of studies with no seen finding
-    max_findings: int = 4                     # most seen findings in one image
+    normal_rate: float = 0.3                  # fraction of studies with no seen finding
+    max_findings: int = 3                     # most seen findings in one image
     faint_rate: float = 0.2                   # fraction of findings drawn faint (often reported as uncertain)
-    unseen_rate: float = 0.5                  # fraction of validate/test images showing one of the unseen findings
-    negation_rate: float = 0.4                # chance an absent finding is explicitly negated in the report
+    unseen_rate: float = 0.25                 # fraction of validate/test images showing the unseen finding
+    negation_rate: float = 0.6                # chance an absent finding is explicitly negated in the report
     jpeg_quality: int = 92                    # JPEG quality of the images
     contrast: tuple = (.75, 1.4)              # min, max amplitude multiplier of each finding (drawn per finding; < 1: subtler)
     noise: float = .02                        # typical standard deviation of the quantum noise (image units, 0-1; drawn 0.6-1.4x per image)
@@ -157,12 +148,11 @@ def anatomy_map(u, v, g) -> np.ndarray:
         lateral = (u - c)*(-1 if side == 'right' else 1) > .15*g['lung_hw']
         a[lung & lateral & (t > .6) & (_dome(u, g, side) - v < .08)] = rid[f'{side}_costophrenic']
         hx = .5 + (-1 if side == 'right' else 1)*(g['lung_off'] - .1)
-        a[lung & ((u - hx)**2 + ((v - g['hilum_y'])*1.0)**2 < g.get('hilum_r', .045)**2)] = rid[f'{side}_hilar']
+        a[lung & ((u - hx)**2 + ((v - g['hilum_y'])*1.0)**2 < .045**2)] = rid[f'{side}_hilar']
         d = _dome(u, g, side)
-        a[(v >= d) & (v < d + .11) & (np.abs(u - c) < g['lung_hw']) & ~heart] = rid[f'{side}_diaphragm']
-    half = .075 + .03*np.clip((v - .25)/.2, 0, 1)
-    med = (np.abs(u - .5) < half + g.get('med_w', 0.)) & (v < g['heart_y']) & (v > .02)
-    a[med & ((a == 0) | (np.abs(u - .5) >= half))] = rid['mediastinal']     # a widened mediastinum covers the lung beside it
+        a[(v >= d) & (v < d + .07) & (np.abs(u - c) < g['lung_hw']) & ~heart] = rid[f'{side}_diaphragm']
+    med = (np.abs(u - .5) < .075 + .03*np.clip((v - .25)/.2, 0, 1)) & (v < g['heart_y']) & (v > .02)
+    a[med & (a == 0)] = rid['mediastinal']
     a[heart & (v < np.maximum(_dome(u, g, 'left'), _dome(u, g, 'right')) + .02)] = rid['heart_size']
     a[(np.abs(u - .5) < .018) & (v > .02) & (v < g['hilum_y'] - .08)] = rid['trachea']
     return a
@@ -248,117 +238,82 @@ def _finish(rng, img, h, noise:float=.02):
     return (np.clip(img, 0, 1)*255 + .5).astype(np.uint8)
 
 # %% ../../nbs/04_data.demo.ipynb #9771bce1
-_AMP = {'opacity': .40, 'lucency': -.30, 'calcified': .80}      # density change of a finding at contrast 1
-_SHAPE_AMP = {'round': 1., 'patchy': 1., 'linear': .85, 'crescent': .65, 'meniscus': .65, 'hazy': .45, 'wide': .5}
-_BLUR = {'sharp': .6, 'ill-defined': 2.2}                         # edge blur (pixels at 256 px) of each margin
-LUNG_PLACES = ('apex', 'upper zone', 'mid zone', 'base', 'hilum')
-
-def _sides(position): s = demo_spec()['positions'][position]['side']; return ['right', 'left'] if s == 'both' else [s]
-
-def _segments(rng, allowed, u, v, asp, n, length, width, angle, centre=None):
-    "`n` line segments of `length` (width units) and half-thickness `width` at `angle` ± 20 degrees, centred in `allowed`."
-    m = np.zeros(u.shape, bool)
-    for _ in range(n):
-        cy, cx = centre or _pick_centre(rng, allowed, 1)
-        a = np.deg2rad(angle + rng.uniform(-20, 20)); ln = length*rng.uniform(.8, 1.2)/2
-        p0 = (u[cy, cx] - ln*np.cos(a), v[cy, cx] - ln*np.sin(a)/asp); p1 = (u[cy, cx] + ln*np.cos(a), v[cy, cx] + ln*np.sin(a)/asp)
-        m |= _segment_dist(u, v, p0, p1, asp) < width
-    return m
-
 def _draw_finding(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, scale:float=1.):
     """Add one finding to `img` (in place, additively: a density change on top of the anatomy, never a pasted patch);
-    returns its boolean mask and report attributes. The finding is the sum of its aspects (`finding_aspects`): density
-    (opacity adds, lucency subtracts, calcified adds a lot), shape, margin (edge blur), place (the position's regions), size."""
-    a = finding_aspects(name)
-    allowed, asp, big, place = _allowed(anat, position), h/w, a['size'] == 'large', a['place']
-    amp = _AMP[a['density']]*_SHAPE_AMP[a['shape']]*(.55 if faint else 1.)*scale
-    if a['density'] == 'lucency' and place in LUNG_PLACES: amp *= .5     # lung is already dark: less to take away
-    soft = lambda m: ndimage.gaussian_filter(m.astype(np.float32), _BLUR[a['margin']]*h/256)
+    returns its boolean mask and report attributes (size word, cm). The finding is the sum of its attributes
+    (`demo_spec()['findings'][name]['attributes']`): density (opacity adds, lucency subtracts), shape, place, size."""
+    allowed, k, asp = _allowed(anat, position), (.55 if faint else 1.)*scale, h/w
+    side = demo_spec()['positions'][position]['side']
+    soft = lambda m, sig=1.: ndimage.gaussian_filter(m.astype(np.float32), sig*h/256)
     tex = lambda sig=1.5: .75 + .25*np.clip(ndimage.gaussian_filter(rng.standard_normal(u.shape), sig*h/256)*4, -1, 1)
-    shape, attrs, weight = a['shape'], {}, None
-    if shape == 'round':
-        r = rng.uniform(.05, .07) if big else rng.uniform(.018, .028)
-        cy, cx = _pick_centre(rng, allowed, .6*r*w)
-        m = allowed & _disk(u, v, u[cy, cx], v[cy, cx], r, asp, lobes=.1 if big else 0., phase=rng.uniform(0, 6.3))
-        attrs['cm'] = f"{2*r*35:.1f}"
-    elif shape == 'patchy':
-        cy, cx = _pick_centre(rng, allowed, .03*w)
+    attrs = {}
+    if name == 'effusion':                    # opacity, meniscus (curved upper edge, higher laterally), base, periphery
+        lung, t, c = _lung(u, v, g, side)
+        lat = np.clip((u - c)*(-1 if side == 'right' else 1)/g['lung_hw'], -1, 1)
+        frac = rng.uniform(.06, .10) if faint else rng.uniform(.10, .30)
+        top = g['dome_r' if side == 'right' else 'dome_l'] - frac*.6 - .03*(lat + 1)**2
+        m = allowed & (v > top)
+        depth = np.clip((v - top)/(frac*.6 + .05), 0, 1)          # denser towards the bottom of the fluid
+        img += k*.24*soft(m, 1.5)*(.55 + .45*depth)*lungs
+        attrs['size'] = 'small' if frac < .16 else 'moderate' if frac < .24 else 'large'
+    elif name == 'consolidation':             # opacity, patchy confluent area, a lobe
+        cy, cx = _pick_centre(rng, allowed, .04*w)
         blob = np.zeros_like(u)
         for _ in range(3):
-            ou, ov = rng.normal(0, .02, 2); sig = rng.uniform(.032, .048) if big else rng.uniform(.02, .03)
+            ou, ov = rng.normal(0, .02, 2)
+            sig = rng.uniform(.028, .045)
             blob += np.exp(-((u - u[cy, cx] - ou)**2 + ((v - v[cy, cx] - ov)*asp)**2)/(2*sig**2))
-        m = allowed & (blob > .6); weight = tex() if a['density'] == 'opacity' else None   # a patchy opacity is mottled
-    elif shape == 'linear':
-        width = rng.uniform(.006, .011)
-        if place == 'hilum':                # vessels fanning out of both hila
-            m = np.zeros(u.shape, bool)
-            for side in _sides(position):
-                hx, sg = .5 + (-1 if side == 'right' else 1)*(g['lung_off'] - .1), -1 if side == 'right' else 1
-                for ang in rng.uniform(-60, 60, 4):
-                    t = np.deg2rad(ang); ln = rng.uniform(.08, .13) if big else rng.uniform(.04, .07)
-                    p1 = (hx + sg*ln*np.cos(t), g['hilum_y'] + ln*np.sin(t)/asp)
-                    m |= _segment_dist(u, v, (hx, g['hilum_y']), p1, asp) < width*(1.4 if big else 1.)
-            m &= allowed
-        else:
-            vertical = place in ('mediastinum', 'heart')
-            n = 1 if big or place == 'heart' else int(rng.integers(2, 4))
-            length = (rng.uniform(.22, .30) if vertical else rng.uniform(.10, .15)) if big else rng.uniform(.03, .06) if n > 1 else rng.uniform(.06, .09)
-            m = np.zeros(u.shape, bool)
-            for side in _sides(position):
-                zone = allowed & (anat != demo_spec()['region_id']['trachea']) if vertical else allowed & _allowed(anat, position)
-                if side in ('right', 'left') and len(_sides(position)) > 1:
-                    zone &= (u < .5) if side == 'right' else (u >= .5)
-                if zone.any(): m |= _segments(rng, zone, u, v, asp, n, length, width, 90 if vertical else 0)
-            m &= allowed
-    elif shape == 'crescent':
-        if place == 'below the diaphragm':  # a band under a dome, thickest at its middle
-            side = _sides(position)[0]; _, _, c = _lung(u, v, g, side); d = _dome(u, g, side)
-            t0, cc, wc = (rng.uniform(.03, .045) if big else rng.uniform(.018, .03)), c + rng.normal(0, .02), g['lung_hw']*rng.uniform(.6, .8)
-            m = allowed & (v > d + .008) & (v < d + .008 + t0*np.clip(1 - ((u - cc)/wc)**2, 0, 1))
-        elif place == 'apex':               # between the lung's edge and a smaller lung inside it (a pneumothorax's shape)
-            side = _sides(position)[0]; e = rng.random()
-            drop, shrink = (.05 + .05*e, .15 + .15*e) if big else (.02 + .02*e, .05 + .05*e)
-            lung, _, _ = _lung(u, v, g, side); inner, _, _ = _lung(u, v, g, side, shrink=shrink, drop=drop)
-            _, t, _ = _lung(u, v, g, side)
-            m = allowed & lung & ~inner & (t < .42)
-        else:                               # along the lung's lateral edge above the diaphragm
-            side = _sides(position)[0]; lung, t, c = _lung(u, v, g, side)
-            k = max(1, round((rng.uniform(.025, .04) if big else rng.uniform(.012, .02))*w))
-            lateral = (u - c)*(-1 if side == 'right' else 1) > 0
-            m = allowed & lung & ~ndimage.binary_erosion(lung, iterations=k) & lateral & (t > .55)
-    elif shape == 'meniscus':               # a dependent collection: a curved upper edge that rises laterally
-        side = _sides(position)[0]; lung, t, c = _lung(u, v, g, side)
-        lat = np.clip((u - c)*(-1 if side == 'right' else 1)/g['lung_hw'], -1, 1)
-        rows = np.where(allowed, v, -1.).max(0, keepdims=True)        # lowest point of the zone in each column
-        frac = (rng.uniform(.12, .28) if big else rng.uniform(.05, .09))*(1 if place == 'base' else .5)
-        top = rows - frac*.6 - .03*(lat + 1)**2
-        m = allowed & (v > top)
-        weight = .55 + .45*np.clip((v - top)/(frac*.6 + .05), 0, 1)  # denser towards the bottom
-        attrs['size'] = 'small' if frac < .16 else 'moderate' if frac < .24 else 'large'
-    elif shape == 'hazy':                   # a broad veil around the place's centre, in both lungs
-        sig = rng.uniform(.09, .12) if big else rng.uniform(.06, .08)
+        m = allowed & (blob > .6)
+        img += k*.46*soft(m, 1.5)*tex()
+    elif name == 'atelectasis':               # opacity, line / band, base
+        m = np.zeros(u.shape, bool)
+        for sd in (['right', 'left'] if side == 'both' else [side]):
+            zone = allowed & (anat == demo_spec()['region_id'][f'{sd}_lower_lung'])
+            cy, cx = _pick_centre(rng, zone, .02*w)
+            ln, ang = rng.uniform(.06, .09), np.deg2rad(rng.uniform(-20, 20))
+            p0 = (u[cy, cx] - ln*np.cos(ang), v[cy, cx] - ln*np.sin(ang)/asp)
+            p1 = (u[cy, cx] + ln*np.cos(ang), v[cy, cx] + ln*np.sin(ang)/asp)
+            m |= allowed & (_segment_dist(u, v, p0, p1, asp) < rng.uniform(.010, .016))
+        img += k*.34*soft(m, .7)
+    elif name in ('nodule', 'mass'):          # opacity, round, small (nodule) or large and lobulated (mass)
+        r = rng.uniform(.026, .036) if name == 'nodule' else rng.uniform(.055, .075)
+        cy, cx = _pick_centre(rng, allowed, .8*r*w)
+        m = allowed & _disk(u, v, u[cy, cx], v[cy, cx], r, asp, lobes=.1 if name == 'mass' else 0., phase=rng.uniform(0, 6.3))
+        img += k*(.50 if name == 'nodule' else .36)*soft(m, .8)
+        attrs['cm'] = f"{2*r*35:.1f}"
+    elif name == 'edema':                     # opacity, diffuse haze, around both hila
+        sig, amp = rng.uniform(.09, .12), (rng.uniform(.09, .13) if faint else rng.uniform(.16, .26))
         haze = np.zeros_like(u)
-        for side in _sides(position):
-            _, _, c = _lung(u, v, g, side)
-            hx = .5 + (-1 if side == 'right' else 1)*(g['lung_off'] - .1) if place == 'hilum' else c
-            hy = {'hilum': g['hilum_y'], 'base': g['dome_r'] - .08}.get(place, g['apex'] + .14)
-            haze = np.maximum(haze, np.exp(-((u - hx)**2 + ((v - hy)*.8)**2)/(2*sig**2)))
+        for sg in (-1, 1):
+            hx = .5 + sg*(g['lung_off'] - .1)
+            haze = np.maximum(haze, np.exp(-((u - hx)**2 + ((v - g['hilum_y'])*.8)**2)/(2*sig**2)))
         m = allowed & (haze > .45)
-        img += amp*haze*ndimage.gaussian_filter(lungs.astype(np.float32), h/256)*tex(3.)
-        attrs['size'] = 'mild' if not big else 'moderate'
-        return m, attrs
-    elif shape == 'wide':                   # the structure itself is larger (`render_image` widened it); a hilum also denser
-        rid = demo_spec()['region_id']
-        own = {'heart': ['heart_size'], 'mediastinum': ['mediastinal', 'trachea']}.get(place, [f'{sd}_hilar' for sd in _sides(position)])
-        m = allowed & np.isin(anat, [rid[r] for r in own])
-        if place == 'hilum': img += amp*soft(m)*tex()
-        return m, attrs
-    else: raise MedklipError(f"demo finding {name!r}: no renderer for shape {shape!r}")
-    img += amp*soft(m)*(1. if weight is None else weight)
+        img += scale*amp*haze*ndimage.gaussian_filter(lungs.astype(np.float32), h/256)*tex(3.)
+        attrs['size'] = 'mild' if amp < .2 else 'moderate'
+    elif name == 'pneumothorax':              # lucency, crescent band along the edge of the lung, apex; a thin pleural line
+        e = rng.random()                      # extent, continuous: from a thin rim at the apex (0) to a large pneumothorax (1)
+        drop, shrink = (.04 + .06*e, .13 + .17*e) if not faint else (.03 + .02*e, .07 + .05*e)
+        lung, _, _ = _lung(u, v, g, side)
+        collapsed, edge = _pleural_line(u, v, g, side, shrink, drop, h, .42)
+        m = allowed & lung & ~collapsed
+        img -= k*.16*soft(m, .8)
+        img += k*.11*soft(edge, .5)
+        attrs['size'] = 'moderate' if shrink > .2 else 'small'
+    elif name == 'cardiomegaly':              # the heart itself is wider (drawn by `render_image` with a larger ratio)
+        m = anat == demo_spec()['region_id']['heart_size']
+        attrs['size'] = 'mild' if g['ctr'] < .56 else 'moderate' if g['ctr'] < .61 else 'severe'
+    elif name == 'pneumoperitoneum':          # lucency, crescent, below the diaphragm
+        _, _, c = _lung(u, v, g, side)
+        d = _dome(u, g, side)
+        t0, cc, wc = rng.uniform(.02, .03)*(.7 if faint else 1), c + rng.normal(0, .02), g['lung_hw']*rng.uniform(.6, .8)
+        th = t0*np.clip(1 - ((u - cc)/wc)**2, 0, 1)
+        m = allowed & (v > d + .008) & (v < d + .008 + th)
+        img -= scale*(.22 if faint else .32)*soft(m, .5)
+    else: raise MedklipError(f"unknown demo finding {name!r}; known: {demo_findings()}")
     return m, attrs
 
 # %% ../../nbs/04_data.demo.ipynb #8ddc5088
-_SHAPE_ORDER = ['wide', 'meniscus', 'hazy', 'patchy', 'crescent', 'round', 'linear']   # broad changes first, fine ones on top
+_DRAW_ORDER = ['cardiomegaly', 'effusion', 'consolidation', 'atelectasis', 'nodule', 'mass', 'edema', 'pneumothorax', 'pneumoperitoneum']
 
 def _skin_fold(rng, img, u, v, g, h, scale:float=1.):
     "A skin fold: the thin white curved line of a pneumothorax's pleural edge over an upper lung, without the lucency or missing lung markings beyond it."
@@ -377,17 +332,12 @@ def render_image(rng:np.random.Generator, # draws everything random about this i
                 ) -> tuple:
     "Draw one radiograph; returns (uint8 image, uint8 anatomy map, [dict(finding, position, faint, mask, **attrs)])."
     g = dict(g, angle=g['angle'] + rng.uniform(-1, 1))
-    for f, _, _ in findings:                # a broad structure is drawn larger (anatomy map and all)
-        a = finding_aspects(f)
-        if a['shape'] != 'wide': continue
-        if a['place'] == 'heart': g['ctr'] = rng.uniform(.50, .68)      # overlaps the normal range (.40-.49) at its edge
-        elif a['place'] == 'mediastinum': g['med_w'] = rng.uniform(.025, .05) if a['size'] == 'large' else rng.uniform(.012, .025)
-        elif a['place'] == 'hilum': g['hilum_r'] = rng.uniform(.065, .08) if a['size'] == 'large' else rng.uniform(.058, .07)
+    if any(f == 'cardiomegaly' for f, _, _ in findings): g['ctr'] = rng.uniform(.50, .68)   # overlaps the normal range (.40-.49) at its edge
     u, v = _grid(h, w, g['angle'])
     anat = anatomy_map(u, v, g)
     img, lungs = _base_image(rng, u, v, g, h, w, anat)
     drawn = []
-    for name, pos, faint in sorted(findings, key=lambda f: (_SHAPE_ORDER.index(finding_aspects(f[0])['shape']), demo_findings().index(f[0]))):
+    for name, pos, faint in sorted(findings, key=lambda f: _DRAW_ORDER.index(f[0])):
         scale = float(rng.uniform(*contrast)) if contrast[0] < contrast[1] else float(contrast[0])
         m, attrs = _draw_finding(rng, name, pos, faint, img, u, v, g, anat, lungs, h, w, scale)
         if m.sum() >= 12: drawn.append(dict(finding=name, position=pos, faint=faint, mask=m, **attrs))
@@ -395,59 +345,61 @@ def render_image(rng:np.random.Generator, # draws everything random about this i
     return _finish(rng, img, h, noise), anat, drawn
 
 # %% ../../nbs/04_data.demo.ipynb #649ea95f
-def _one(rng, options): return options[rng.integers(len(options))]
+def _pick(rng, options, position=None):
+    "One template (text, extra CheXpert labels) from a list, or from a {position: list} mapping."
+    if isinstance(options, dict): options = options[position]
+    o = options[rng.integers(len(options))]
+    return (o['text'], o.get('chexpert', {})) if isinstance(o, dict) else (o, {})
 
-def _look(name:str, d:dict) -> str:
-    "A finding's attributes in report words: 'a small sharply marginated round opacity'."
-    a, lk = finding_aspects(name), demo_spec()['look']
-    size = d.get('size') if d.get('size') in ('small', 'moderate', 'large') else lk['size'][a['size']]
-    return f"a {size} {lk['margin'][a['margin']]} {lk['shape'][a['shape']]} {lk['density'][a['density']]}"
-
-def _fill(text:str, d:dict, rng) -> str:
-    "Fill a template's fields from a drawn finding: its noun, where it lies and its look."
-    f, p = demo_spec()['findings'][d['finding']], demo_spec()['positions'][d['position']]
-    fields = dict(noun=f['noun'], where=_one(rng, p['text']), look=_look(d['finding'], d))
-    fields.update({k.capitalize(): val[:1].upper() + val[1:] for k, val in fields.items()})
-    out = text.format(**fields)
+def _fill(text:str, position:str, attrs:dict, rng) -> str:
+    "Fill a template's fields from the finding's position and attributes."
+    p = demo_spec()['positions'][position]
+    where = p['text'][rng.integers(len(p['text']))]
+    f = dict(side=p['side'], where=where, size=attrs.get('size', 'small'), cm=attrs.get('cm', ''))
+    f.update({k.capitalize(): str(val)[:1].upper() + str(val)[1:] for k, val in f.items()})
+    out = text.format(**f)
     return out[:1].upper() + out[1:]
 
 def write_report(rng:np.random.Generator, # draws the phrasing
                  drawn:list,              # findings drawn in the image (dicts from `render_image`)
-                 negation_rate:float=.4,  # chance each absent seen finding is negated explicitly
+                 negation_rate:float=.6,  # chance each absent seen finding is negated explicitly
                  missed_rate:float=0.,    # chance each drawn seen finding goes unmentioned (a missed finding)
                  hedge_rate:float=0.,     # chance a clearly drawn finding is reported hedged all the same
                 ) -> tuple:
-    "A free-text report (FINDINGS:/IMPRESSION:) and its CheXpert labels {column: 1/0/-1} for one study; sets each drawn finding's `reported` (present, uncertain, missed, never)."
-    spec, fs, tp = demo_spec(), demo_spec()['findings'], demo_spec()['templates']
+    "A free-text report (FINDINGS:/IMPRESSION:) and its CheXpert labels {column: 1/0/-1} for one study."
+    spec, fs = demo_spec(), demo_spec()['findings']
     chex, sent, imp = {}, [], []
     present = [d for d in drawn if not fs[d['finding']].get('unseen') and not (missed_rate > 0 and rng.random() < missed_rate)]
-    for d in drawn: d['reported'] = 'never' if fs[d['finding']].get('unseen') else 'missed'   # how the report states it (demo/findings.csv)
     for d in present:
         f = fs[d['finding']]
         unsure = (d['faint'] and rng.random() < .7) or (hedge_rate > 0 and rng.random() < hedge_rate)
-        d['reported'] = 'uncertain' if unsure else 'present'
-        sent.append(_fill(_one(rng, tp['uncertain' if unsure else 'present']), d, rng))
-        imp.append(('Possible ' + _fill(_one(rng, tp['impression']), d, rng).lower().rstrip('.') + '.') if unsure else _fill(_one(rng, tp['impression']), d, rng))
-        if f.get('chexpert'): chex[f['chexpert']] = max(chex.get(f['chexpert'], -1), -1 if unsure else 1)   # two lesions: a stated one wins
+        text, extra = _pick(rng, f['uncertain' if unsure else 'present'], d['position'])
+        sent.append(_fill(text, d['position'], d, rng))
+        val = -1 if unsure else 1
+        chex[f['chexpert']] = max(chex.get(f['chexpert'], -1), val)      # two lesions: a stated one wins
+        for k, x in extra.items(): chex.setdefault(k, x)
+        if unsure: imp.append('Possible ' + _fill(_pick(rng, f['impression'], d['position'])[0], d['position'], d, rng).lower().rstrip('.') + '.')
+        else:
+            t, extra = _pick(rng, f['impression'], d['position']); imp.append(_fill(t, d['position'], d, rng))
+            for k, x in extra.items(): chex.setdefault(k, x)
     names = {d['finding'] for d in present}
     absent = [k for k in demo_findings(seen=True) if k not in names and rng.random() < negation_rate]
     for grp in spec['negated_together']:
         if set(grp['findings']) <= set(absent) and rng.random() < .6:
-            sent.append(_one(rng, grp['text'])); absent = [a for a in absent if a not in grp['findings']]
-            for k in grp['findings']:
-                if fs[k].get('chexpert'): chex.setdefault(fs[k]['chexpert'], 0)
+            sent.append(grp['text'][rng.integers(len(grp['text']))]); absent = [a for a in absent if a not in grp['findings']]
+            for k in grp['findings']: chex.setdefault(fs[k]['chexpert'], 0)
     for k in absent:
-        sent.append(_one(rng, tp['negated']).format(noun=fs[k]['noun'], Noun=fs[k]['noun'][:1].upper() + fs[k]['noun'][1:]))
-        if fs[k].get('chexpert'): chex.setdefault(fs[k]['chexpert'], 0)
-    nm, places = spec['normal'], {finding_aspects(k)['place'] for k in names}
-    if not places & set(LUNG_PLACES): sent.insert(0, _one(rng, nm['lungs']))
-    if not places & {'heart', 'mediastinum', 'hilum'} and rng.random() < .7: sent.append(_one(rng, nm['heart']))
-    if rng.random() < .5: sent.append(_one(rng, nm['bones']))
+        sent.append(_pick(rng, fs[k]['negated'])[0]); chex.setdefault(fs[k]['chexpert'], 0)
+    nm = spec['normal']
+    parenchymal = names & {'consolidation', 'nodule', 'mass', 'edema', 'atelectasis'}
+    if not parenchymal: sent.insert(0, nm['lungs'][rng.integers(len(nm['lungs']))])
+    if 'cardiomegaly' not in names and rng.random() < .7: sent.append(nm['heart'][rng.integers(len(nm['heart']))])
+    if rng.random() < .5: sent.append(nm['bones'][rng.integers(len(nm['bones']))])
     order = rng.permutation(len(sent)) if rng.random() < .3 else np.arange(len(sent))
-    if not imp: imp = [_one(rng, nm['impression'])]
+    if not imp: imp = [nm['impression'][rng.integers(len(nm['impression']))]]
     impression = imp[0] if len(imp) == 1 else '\n '.join(f"{i+1}. {t}" for i, t in enumerate(imp))
     if not any(chex.get(c) in (1, -1) for c in CHEXPERT_COLUMNS if c != 'Support Devices'): chex['No Finding'] = 1
-    ind = _one(rng, spec['indication'])
+    ind = spec['indication'][rng.integers(len(spec['indication']))]
     text = (f"                                 FINAL REPORT\n EXAMINATION:  CHEST (PA AND LAT)\n\n INDICATION:  {ind}\n\n"
             f" COMPARISON:  None.\n\n FINDINGS:\n\n {' '.join(sent[i] for i in order)}\n\n IMPRESSION:\n\n {impression}\n")
     return text, chex
@@ -460,9 +412,9 @@ def _ids(seed:int, pi:int, si:int):
     return subject, study, '-'.join(h[i:i+8] for i in range(0, 40, 8))
 
 def _draw_findings(rng, p:DemoParams, split:str) -> list:
-    "The (finding, position, faint) drawn for one study: independent picks, the companions they bring (`cooccur`), and in validate/test images sometimes one unseen finding."
+    "The (finding, position, faint) drawn for one study: independent picks, then the companions they bring (`cooccur`)."
     fs = demo_spec()['findings']
-    seen, unseen = demo_findings(seen=True), demo_findings(seen=False)
+    seen = demo_findings(seen=True)
     out = []
     if rng.random() >= p.normal_rate:
         wts = np.array([fs[k].get('weight', 1.) for k in seen]); n = int(rng.integers(1, p.max_findings + 1))
@@ -473,8 +425,8 @@ def _draw_findings(rng, p:DemoParams, split:str) -> list:
         for k in picked:
             faint = fs[k].get('faint', True) and rng.random() < p.faint_rate
             out.append((k, str(rng.choice(fs[k]['positions'])), bool(faint)))
-    if split != 'train' and unseen and rng.random() < p.unseen_rate:
-        k = str(rng.choice(unseen)); out.append((k, str(rng.choice(fs[k]['positions'])), bool(rng.random() < p.faint_rate)))
+    if split != 'train' and rng.random() < p.unseen_rate:
+        k = unseen_finding(); out.append((k, str(rng.choice(fs[k]['positions'])), bool(rng.random() < p.faint_rate)))
     return out
 
 def _save_png(a, path): Image.fromarray(a).save(path, format='PNG')
@@ -516,7 +468,7 @@ def _generate(root:Path, p:DemoParams) -> dict:
                 ys, xs = np.nonzero(d['mask'])
                 mrel = f"demo/masks/{dicom}__{d['finding']}.png"
                 _save_png(d['mask'].astype(np.uint8)*255, root/mrel)
-                reported = d.get('reported', 'never')
+                reported = 'never' if demo_spec()['findings'][d['finding']].get('unseen') else 'uncertain' if chex.get(demo_spec()['findings'][d['finding']]['chexpert']) == -1 else 'present'
                 find_rows.append(dict(dicom_id=dicom, study_id=study, finding=d['finding'], position=d['position'],
                                       x0=int(xs.min()), y0=int(ys.min()), x1=int(xs.max()) + 1, y1=int(ys.max()) + 1, mask=mrel,
                                       subject_id=subject, split=splits[pi], faint=int(d['faint']), area=int(d['mask'].sum()), reported=reported))
@@ -528,7 +480,7 @@ def _generate(root:Path, p:DemoParams) -> dict:
     labels = pd.DataFrame(label_rows, columns=['dicom_id', 'study_id', 'split', *names]); labels.to_csv(root/'demo/labels.csv', index=False)
     save_json({str(k): v for k, v in spec['regions'].items()}, root/'demo/anatomy_regions.json')
     manifest = dict(format='medklip-demo-cxr', version=FORMAT_VERSION, seed=p.seed, params=p.to_dict(),
-                    findings=names, seen_findings=demo_findings(seen=True),
+                    findings=names, seen_findings=demo_findings(seen=True), unseen_finding=unseen_finding(),
                     unseen_findings=demo_findings(seen=False), n_patients=p.n_patients, n_studies=len(meta), n_images=len(meta),
                     split_counts={s: int((labels.split == s).sum()) for s in ('train', 'validate', 'test')},
                     finding_counts={k: {s: int(labels.loc[labels.split == s, k].sum()) for s in ('train', 'validate', 'test')} for k in names},
@@ -599,6 +551,6 @@ def demo_data_cli(argv:list[str]|None=None) -> int:
     t = time.time()
     m, new = generate_demo(out, p, force=a.force)
     what = 'generated' if new else 'already complete (same seed and parameters); nothing to do'
-    print(f"demo corpus {out}: {what} — {m['n_images']} images, splits {m['split_counts']}, unseen findings "
-          f"{', '.join(m['unseen_findings'])} ({time.time() - t:.1f}s)")
+    print(f"demo corpus {out}: {what} — {m['n_images']} images, splits {m['split_counts']}, unseen finding "
+          f"{m['unseen_finding']!r} ({time.time() - t:.1f}s)")
     return 0

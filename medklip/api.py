@@ -38,7 +38,7 @@ def as_uint8(image, # path (PNG/JPEG/DICOM), numpy array (H,W) or (H,W,3|4), or 
 
 # %% ../nbs/35_api.ipynb #6899e02b
 _HUB_ID = re.compile(r'^[\w.-]+/[\w.-]+$')
-_HUB_FILES = ['model.safetensors', 'meta.json', 'config.json', 'README.md']
+_HUB_FILES = ['model.safetensors', 'meta.json', 'config.json']
 
 def _hub_folder(repo_id:str, revision=None, cache_dir=None) -> Path:
     "Download (or find in the local cache) a model repo from the Hugging Face hub; one-line error when offline or missing."

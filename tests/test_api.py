@@ -78,6 +78,8 @@ def test_hub_id_offline_is_one_line_error(tmp_path):
     with pytest.raises(MedklipError) as e: medklip.load('org/not-cached', cache_dir=tmp_path)
     assert 'offline' in str(e.value) and '\n' not in str(e.value)
     with pytest.raises(MedklipError, match='not found'): medklip.load(tmp_path/'nothing')
+    with pytest.raises(MedklipError, match='checkpoint not found') as e: medklip.load('runs/last.ckpt')   # a path, not a hub id
+    assert 'offline' not in str(e.value)
 
 
 def _tree(tmp_path):

@@ -47,10 +47,14 @@ def test_config_switches_every_section_and_the_stages_run(project, capsys):
                  '--params', 'params.yaml', '--max-steps', '1', '--batch-size', '2', '--device', 'cpu', '--set', 'image_size=64', '--set', 'threads=1']) == 0
     for name, e in p['evaluate']['datasets'].items():
         assert main(['zeroshot', '--checkpoint', 'work/model', '--dataset', name, '--root', e['root'], '--split', e['split'], '--split-file', e['split_file'],
-                     '--val-split', e['val_split'], '--n-boot', '0', '--out', f'metrics/zeroshot_{name}.json']) == 0
-        assert json.loads(Path(f'metrics/zeroshot_{name}.json').read_text())['n_test'] > 0
+                     '--val-split', e['val_split'], '--n-boot', '0', '--out', f'metrics/detail/zeroshot_{name}.json']) == 0
+        assert json.loads(Path(f'metrics/detail/zeroshot_{name}.json').read_text())['n_test'] > 0
     for name, e in p['grounding']['datasets'].items():
-        assert main(['ground', '--checkpoint', 'work/model', '--dataset', name, '--root', e['root'], '--split', 'all', '--out', f'metrics/ground_{name}.json']) == 0
+        assert main(['ground', '--checkpoint', 'work/model', '--dataset', name, '--root', e['root'], '--split', 'all', '--out', f'metrics/detail/grounding_{name}.json']) == 0
+    assert main(['finetune', '--store', 'work/store', '--task', 'classify', '--init', 'pretrained', '--checkpoint', 'work/model', '--fraction', '1.0',
+                 '--params', 'params.yaml', '--epochs', '1', '--out', 'work/finetune/classify_pretrained_1.0']) == 0
+    assert main(['summarize', '--out', 'metrics/summary.json']) == 0
+    assert set(json.loads(Path('metrics/summary.json').read_text())) >= {'mimic', 'demo', 'finetune'}
     assert torch.load('work/model/last.ckpt', weights_only=True)['meta']['config']['backbone'] == 'resnet50'
 
 

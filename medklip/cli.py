@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'import-upstream': ('medklip.upstream:import_upstream_cli',   'convert a checkpoint saved by the original MedKLIP code'),
     'summarize':       ('medklip.eval.summary:summarize_cli',     'collect the headline metrics of a run into metrics/summary.json'),
     'figures':         ('medklip.viz.figures:figures_cli',        'execute the figure notebooks (papermill) into reports/'),
+    'config':          ('medklip.config:config_cli',              'write params.yaml for a corpus: every dataset section consistent'),
 }
 
 # top-level module -> the extra that installs it (pyproject.toml [project.optional-dependencies])

@@ -12,7 +12,7 @@ import numpy as np
 # %% auto #0
 __all__ = ['RESOURCES', 'PARAM_SECTIONS', 'MedklipError', 'InputError', 'atomic_write', 'save_json', 'text_hash', 'file_sha256',
            'seed_everything', 'progress_enabled', 'progress', 'normalize_name', 'cache_root', 'parse_overrides',
-           'resource_path', 'load_params']
+           'resource_path', 'load_params', 'check_params']
 
 # %% ../nbs/00_core.ipynb #eebfe02d
 class MedklipError(Exception):
@@ -144,3 +144,36 @@ def load_params(path='params.yaml', section:str|None=None) -> dict:
         near = difflib.get_close_matches(section, [str(k) for k in params], n=1, cutoff=0.75)
         raise MedklipError(f"{path}: no section {section!r}" + (f" (is {near[0]!r} a misspelling of it?)" if near else '') + "; add it (see the README's parameter table)")
     return params[section]
+
+# %% ../nbs/00_core.ipynb #1ebcd9c4
+def check_params(p:dict, # the whole params.yaml
+                 path=None) -> dict: # named in the error
+    "Refuse params whose sections disagree about a dataset: a one-line error naming both keys (`medklip config` writes them consistently)."
+    def get(*ks):
+        d = p
+        for k in ks:
+            if not isinstance(d, dict) or k not in d: return None
+            d = d[k]
+        return d
+    at = f"{path}: " if path else ''
+    def differ(a, va, b, vb):
+        return MedklipError(f"{at}{a}={va!r} disagrees with {b}={vb!r}: one stage would read another dataset than the next; "
+                            "make them the same (`medklip config` writes every section consistently)")
+    ev, gr = get('evaluate', 'datasets') or {}, get('grounding', 'datasets') or {}
+    d, root = get('data', 'dataset'), get('data', 'root')
+    if d in ev and root is not None and (ev[d] or {}).get('root') != root: raise differ('data.root', root, f'evaluate.datasets.{d}.root', ev[d].get('root'))
+    if d == 'demo' and get('demo_data', 'out') is not None and root is not None and Path(get('demo_data', 'out')) != Path(root):
+        raise differ('demo_data.out', get('demo_data', 'out'), 'data.root', root)
+    for n, e in gr.items():
+        if n in ev and (e or {}).get('root') != (ev[n] or {}).get('root'): raise differ(f'grounding.datasets.{n}.root', e.get('root'), f'evaluate.datasets.{n}.root', ev[n].get('root'))
+    for sec, pools in (('tutorial', (('evaluate', ev),)), ('figures', (('grounding', gr), ('evaluate', ev)))):
+        n = get(sec, 'dataset')
+        if n is None: continue
+        src = next(((name, pool[n]) for name, pool in pools if n in pool), None)
+        if src is None:
+            keys = ' or '.join(f"{name}.datasets ({', '.join(pool) or 'empty'})" for name, pool in pools)
+            raise MedklipError(f"{at}{sec}.dataset={n!r} is not a key of {keys}; name an evaluated dataset (`medklip config` does)")
+        for k in ('root', 'split'):
+            v, w = get(sec, k), (src[1] or {}).get(k)
+            if v not in (None, '') and w not in (None, '') and str(v) != str(w): raise differ(f'{sec}.{k}', v, f'{src[0]}.datasets.{n}.{k}', w)
+    return p

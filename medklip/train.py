@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .core import MedklipError, InputError, atomic_write, save_json, seed_everything, load_params, parse_overrides, file_sha256, progress
+from .core import MedklipError, InputError, atomic_write, save_json, seed_everything, load_params, parse_overrides, file_sha256, progress, check_params
 from .vocab import ENTITIES, POSITIONS, ENTITY_INDEX, POSITION_INDEX, vocab_hash
 from .model import MedKLIP, MedKLIPConfig, preprocess, normalise
 from .losses import medklip_loss, flip_label_matrix, exist_from_matrix, AUX_LOSSES, METHOD_WEIGHTS, register_aux_loss, resolve_aux_losses, method_losses
@@ -572,7 +572,9 @@ def pretrain_cli(argv:list[str]|None=None) -> int:
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='override any pretrain setting (YAML value)')
     a = p.parse_args(argv)
     settings = {}
-    if a.params is not None or Path('params.yaml').exists(): settings.update(load_params(a.params or 'params.yaml', 'pretrain') or {})
+    if a.params is not None or Path('params.yaml').exists():
+        check_params(load_params(a.params or 'params.yaml'), a.params or 'params.yaml')   # stages agree about the dataset
+        settings.update(load_params(a.params or 'params.yaml', 'pretrain') or {})
     for k in ('epochs', 'batch_size', 'max_steps', 'workers', 'checkpoint_every_steps', 'seed', 'lr', 'device'):
         if getattr(a, k) is not None: settings[k] = getattr(a, k)
     settings.update(parse_overrides(a.set))

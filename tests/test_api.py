@@ -32,6 +32,8 @@ def test_predict_any_image_type_matches_heatmap(tmp_path):
     assert df.attrs['queries'] == {'effusion': 'entity', 'pneumoperitoneum': 'extra', FREE: 'text'}
     for q in ('effusion', 'pneumoperitoneum'):   # the same score as `medklip heatmap`, which `zeroshot` matches (test_infer)
         assert abs(run_heatmap(tmp_path/'x.png', ck, tmp_path/'o.png', entity=q, embed=embed) - df[q].iloc[0]) < 1e-6
+    # a (N, H, W) stack is N images
+    assert np.allclose(m.predict(np.stack([im, im]), ['effusion']).values[:, 0], df['effusion'].iloc[0], atol=1e-6)
     # images of different sizes in one batch score as they do alone
     other = _img(1, (30, 20))
     both = m.predict([im, other], ['effusion']).values[:, 0]
@@ -46,7 +48,7 @@ def test_heatmaps_at_image_size(tmp_path):
     assert raw.ndim == 2 and raw.shape != (45, 70) and np.isclose(raw.mean(), h['effusion'].mean(), rtol=0.2)
 
 
-@pytest.mark.parametrize("bad,msg", [(np.zeros((4, 4, 4, 4)), 'has shape'), (np.ones((5, 5), np.float32) * 3, 'zero-variance'),
+@pytest.mark.parametrize("bad,msg", [(np.zeros((2, 4, 4, 4, 4)), "has shape"), (np.ones((5, 5), np.float32) * 3, 'zero-variance'),
                                      (np.array([[np.nan, 1.]]), 'NaN')])
 def test_bad_arrays_are_one_line_errors(tmp_path, bad, msg):
     from medklip.core import MedklipError
@@ -76,6 +78,8 @@ def test_hub_id_offline_is_one_line_error(tmp_path):
     with pytest.raises(MedklipError) as e: medklip.load('org/not-cached', cache_dir=tmp_path)
     assert 'offline' in str(e.value) and '\n' not in str(e.value)
     with pytest.raises(MedklipError, match='not found'): medklip.load(tmp_path/'nothing')
+    with pytest.raises(MedklipError, match='checkpoint not found') as e: medklip.load('runs/last.ckpt')   # a path, not a hub id
+    assert 'offline' not in str(e.value)
 
 
 def _tree(tmp_path):
@@ -130,6 +134,12 @@ def test_predict_cli_csv_glob_heatmaps(tmp_path, capsys):
     pngs = sorted((tmp_path/'hm').iterdir())
     assert len(pngs) == 2 and all(p.name.endswith('__effusion.png') for p in pngs)
     assert sorted(Image.open(p).size for p in pngs) == [(30, 40), (70, 45)]
+    (tmp_path/'list.txt').write_text('# one path a line\nxrays/sub/b.jpg\n')
+    assert main(['predict', str(tmp_path/'list.txt'), '--checkpoint', str(ck), '--findings', 'effusion', '--out', str(tmp_path/'t.csv')]) == 0
+    assert [Path(r['image']).name for r in csv.DictReader(open(tmp_path/'t.csv'))] == ['b.jpg']
+    (tmp_path/'bad.csv').write_text('path,note\nxrays/a.png,x\n,y\n')
+    assert main(['predict', str(tmp_path/'bad.csv'), '--checkpoint', str(ck), '--findings', 'effusion', '--out', str(tmp_path/'b.csv')]) == 2
+    assert 'line 3: empty path' in capsys.readouterr().err
     assert main(['predict', str(d/'sub'/'*.*'), '--checkpoint', str(ck), '--findings', 'effusion', '--out', str(tmp_path/'g.csv')]) == 0
     assert sorted(Path(r['image']).name for r in csv.DictReader(open(tmp_path/'g.csv'))) == ['b.jpg', 'c.dcm']
 

@@ -603,7 +603,9 @@ def figures_cli(argv:list[str]|None=None) -> int:
     from medklip.core import load_params
     a = figures_parser().parse_args(argv)
     params = {}
-    if a.params and Path(a.params).exists(): params = dict(load_params(a.params).get('figures') or {})
+    if a.params and Path(a.params).exists():
+        from medklip.core import check_params
+        params = dict(check_params(load_params(a.params), a.params).get('figures') or {})   # stages agree about the dataset
     params.update(parse_overrides(a.set))
     done = run_figures(params, a.out, a.notebooks, a.only, a.kernel, html=not a.no_html)
     for p in done: print(f"figures: {p}")

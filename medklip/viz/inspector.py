@@ -106,8 +106,11 @@ def demo_predictor(seed:int=0) -> Predictor:
 # %% ../../nbs/41_viz.inspector.ipynb #1b662f2f
 @functools.lru_cache(maxsize=4)
 def _load_model(path:str):
-    from medklip.eval.infer import load_model
-    return load_model(path, 'cpu')
+    from medklip.api import load
+    m = load(path)   # `medklip.load`: a folder or file written by `medklip pretrain`, or a hub id
+    return m.model, m.meta
+
+def _model_key(checkpoint) -> str: return str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else str(checkpoint)
 
 def _checkpoint_embedder(meta:dict) -> Callable:
     from medklip.eval.infer import Query, query_embeddings, resolve_query
@@ -120,11 +123,9 @@ def _checkpoint_embedder(meta:dict) -> Callable:
     return embed
 
 @functools.lru_cache(maxsize=4)
-def predictor_from_checkpoint(checkpoint) -> Predictor: # path of a checkpoint written by `medklip pretrain`
+def predictor_from_checkpoint(checkpoint) -> Predictor: # checkpoint written by `medklip pretrain` (file or folder), or a hub id
     "A `predict` callable for a trained checkpoint (model loaded once per path)."
-    p = Path(checkpoint)
-    if not p.exists(): raise MedklipError(f"{p}: checkpoint not found; train one with `medklip pretrain` or pass another path")
-    model, meta = _load_model(str(p.resolve()))
+    model, meta = _load_model(_model_key(checkpoint))
     return model_predictor(model, meta, embed_text=_checkpoint_embedder(meta))
 
 # %% ../../nbs/41_viz.inspector.ipynb #fe28aaa2
@@ -448,7 +449,7 @@ def inspector(predict:Predictor|None=None, # (image, queries) -> [(score, heatma
     note, meta = '', None
     if predict is None and checkpoint is not None:
         predict = predictor_from_checkpoint(checkpoint)
-        meta = _load_model(str(Path(checkpoint).resolve()))[1]
+        meta = _load_model(_model_key(checkpoint))[1]
     if predict is None:
         predict, thresholds = demo_predictor(), None
         note = 'no checkpoint given: tiny random demo model — the heatmaps and scores mean nothing'

@@ -141,3 +141,15 @@ def test_imported_upstream_checkpoint_by_aspects(tmp_path):
     a = run_heatmap(tmp_path/'x.png', None, tmp_path/'a.png', entity='effusion', prompt='aspects', model_meta=mm,
                     embed=lambda t: torch.randn(len(t), 16, generator=torch.Generator().manual_seed(len(t))))
     assert isinstance(d, float) and isinstance(a, float) and (tmp_path/'a.png').exists()   # random upstream-shaped weights: scores need not be finite
+
+
+def test_aspect_loss_after_a_bf16_autocast_forward():
+    "As on a GPU with amp: the forward ran under bf16 autocast, the aux loss is called outside it; the aspect decode follows the features' dtype."
+    m, E, A = _tiny(), torch.randn(75, 16), torch.randn(4, 16)
+    with torch.autocast('cpu', dtype=torch.bfloat16): out = m(torch.randn(2, 3, 32, 32), E)
+    assert out['feats'].dtype == torch.bfloat16
+    lab = torch.full((2, 51, 75), -1); lab[0, 1, 0] = 1
+    has = torch.zeros(75, 4); has[0, 2] = 1
+    _, loss = aspect_loss(dict(labels=lab, entity_emb=E, aspect_emb=A, entity_aspects=has), out, m)
+    loss.backward()
+    assert torch.isfinite(loss) and loss.dtype == torch.float32 and m.classifier.weight.grad.abs().sum() > 0

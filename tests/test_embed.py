@@ -113,3 +113,24 @@ def test_offline_minilm_knowledge(minilm_kb):
     near = lambda q: [ke.entity_names[i] for i in (ke.entity_emb @ ke.query(q)).topk(3).indices]
     assert near('covid19')[0] == 'pneumonia'
     assert 'air' in near('pneumoperitoneum') or 'pneumothorax' in near('pneumoperitoneum')
+
+
+def test_aspect_phrases_embedded_once_and_round_trip(tiny, tmp_path):
+    "Each aspect phrase is embedded once with the same encoder; the entity/extra x aspect matrices follow the knowledge base; old folders load with A = 0."
+    kb = load_knowledge()
+    ke = embed_knowledge(tiny, pooling='mean', cache_dir=False)
+    A = len(kb.aspect_names())
+    assert ke.aspect_names == kb.aspect_names() and ke.aspect_emb.shape == (A, 32) and ke.texts['aspects'] == kb.aspect_texts()
+    assert ke.entity_aspects.shape == (75, A) and ke.extra_aspects.shape == (len(ke.extra_names), A)
+    assert ke.entity_aspects[ENTITIES.index('effusion')].tolist() == [float(x) for x in kb.aspect_matrix(['effusion'])[0]]
+    direct = embed_texts([kb.aspect_texts()[0]], tiny, pooling='mean', cache_dir=False)[0]
+    torch.testing.assert_close(ke.aspect_emb[0], direct, atol=1e-5, rtol=1e-4)
+    back = load_knowledge_embeddings(emb.save_knowledge_embeddings(ke, tmp_path/'kn'))
+    assert back.aspect_names == ke.aspect_names and torch.equal(back.aspect_emb, ke.aspect_emb) and torch.equal(back.extra_aspects, ke.extra_aspects)
+    old = emb.KnowledgeEmbeddings(ke.entity_names, ke.entity_emb, ke.position_names, ke.position_emb, ke.extra_names, ke.extra_emb,
+                                  ke.model_name, ke.pooling, ke.kb_hash, ke.vocab_hash)   # as written before aspects existed
+    o = load_knowledge_embeddings(emb.save_knowledge_embeddings(old, tmp_path/'old'))
+    assert o.aspect_names == [] and o.aspect_emb.shape == (0, 32) and o.entity_aspects.shape == (75, 0)
+    m = json.loads((tmp_path/'old'/'meta.json').read_text()); del m['aspect_names']       # a meta.json from before aspects
+    (tmp_path/'old'/'meta.json').write_text(json.dumps(m))
+    assert load_knowledge_embeddings(tmp_path/'old').aspect_names == []

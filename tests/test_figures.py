@@ -144,3 +144,23 @@ def test_training_panel_names_what_its_rolling_mean_averages():
         return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert legend(np.arange(1, 121)) == ['mean of 5 steps']
     assert legend(np.arange(10, 1210, 10)) == ['mean of 5 logged values']
+
+
+def test_unseen_table_and_verdict_with_aspects_and_several_unseen_findings():
+    "Reports of `--prompt all`: every unseen finding by name, description and aspects, with both paired differences, one sentence each."
+    rep = _zeroshot_report()
+    for f, a in (('pneumoperitoneum', .8), ('lung_cavity', .5)):
+        for p in rep['prompts'].values(): p['classes'].setdefault(f, dict(p['classes']['pneumoperitoneum']))
+    rep['prompts']['aspects'] = dict(classes={f: dict(auroc=_stat(a)) for f, a in (('effusion', .9), ('pneumoperitoneum', .8), ('lung_cavity', .5))})
+    rep['unseen']['pneumoperitoneum'].update(aspects_auroc=.8, aspects_difference=dict(value=.25, ci=[.1, .4]), aspects=['density: lucency', 'shape: crescent'])
+    rep['unseen']['lung_cavity'] = dict(n=60, n_pos=10, name_auroc=.55, description_auroc=.66, aspects_auroc=.5, difference=dict(value=.11, ci=[-.01, .2]),
+                                        aspects_difference=dict(value=-.05, ci=[-.2, .1]), aspects=['shape: round'])
+    t = figures.unseen_table(rep)
+    ours = t[t.source == 'ours'].set_index('finding')
+    assert list(ours.index) == ['pneumoperitoneum', 'lung_cavity'] and ours.loc['pneumoperitoneum', 'aspects_auroc'] == '0.800 [0.780, 0.820]'
+    assert ours.loc['pneumoperitoneum', 'aspects_minus_name'].startswith('0.250') and ours.loc['lung_cavity', 'aspects'] == 'shape: round'
+    v = figures.unseen_verdict(rep)
+    assert len(v) == 2 and 'the aspects beats the name (the paired interval lies above 0)' in v[0]
+    assert 'aspects − name' in v[1] and 'no difference is shown' in v[1] and 'the aspects prompt gives AUROC' in v[1]
+    old = figures.unseen_table(_zeroshot_report())                     # a name/description report keeps its columns
+    assert 'aspects_auroc' not in old.columns and 'aspects' not in ' '.join(figures.unseen_verdict(_zeroshot_report()))

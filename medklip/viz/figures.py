@@ -223,19 +223,22 @@ def plot_label_stats(ls:pd.DataFrame, # from `label_stats`
 # %% ../../nbs/42_viz.figures.ipynb #1925690e
 def unseen_table(report:dict, # a `medklip zeroshot` metrics JSON
                  paper:dict|None=None) -> pd.DataFrame:
-    "Name- vs description-prompt AUROC of each unseen finding, with intervals, beside the paper's unseen-disease numbers."
+    "AUROC of each unseen finding by name, description and aspects (when the report has them), with intervals and the paired differences, beside the paper's unseen-disease numbers."
     paper = paper or load_paper_results()
-    rows = []
+    rows, asp = [], any('aspects' in (report.get('prompts') or {}) or 'aspects_auroc' in u for u in (report.get('unseen') or {}).values())
     for f, u in (report.get('unseen') or {}).items():
-        auc = {p: ((report['prompts'].get(p) or {}).get('classes', {}).get(f) or {}).get('auroc') or u.get(f'{p}_auroc') for p in ('name', 'description')}
+        auc = {p: ((report['prompts'].get(p) or {}).get('classes', {}).get(f) or {}).get('auroc') or u.get(f'{p}_auroc') for p in ('name', 'description', 'aspects')}
         rows.append(dict(finding=f, source='ours', dataset=report.get('dataset'), n=u.get('n'), n_pos=u.get('n_pos'),
                          name_auroc=fmt_stat(auc['name']), description_auroc=fmt_stat(auc['description']),
-                         description_minus_name=fmt_stat(u.get('difference'))))
+                         description_minus_name=fmt_stat(u.get('difference')), aspects_auroc=fmt_stat(auc['aspects']),
+                         aspects_minus_name=fmt_stat(u.get('aspects_difference')), aspects='; '.join(u.get('aspects') or []) or '—'))
     for ds, v in (paper.get('unseen') or {}).items():
         rows.append(dict(finding=v.get('label', ds), source='paper', dataset=ds, n=None, n_pos=None, name_auroc=fmt_stat(v.get('auroc_name'), 4),
                          description_auroc=fmt_stat(v.get('auroc_description'), 4),
-                         description_minus_name=fmt_stat(v['auroc_description'] - v['auroc_name'], 4) if v.get('auroc_name') is not None else '—'))
-    return pd.DataFrame(rows, columns=['finding', 'source', 'dataset', 'n', 'n_pos', 'name_auroc', 'description_auroc', 'description_minus_name'])
+                         description_minus_name=fmt_stat(v['auroc_description'] - v['auroc_name'], 4) if v.get('auroc_name') is not None else '—',
+                         aspects_auroc='—', aspects_minus_name='—', aspects='—'))
+    cols = ['finding', 'source', 'dataset', 'n', 'n_pos', 'name_auroc', 'description_auroc', 'description_minus_name']
+    return pd.DataFrame(rows, columns=cols + (['aspects_auroc', 'aspects_minus_name', 'aspects'] if asp else []))
 
 def _ci_words(stat:dict, ref:float) -> str:
     "'above' / 'below' / 'covers' for a {value, ci} statistic's interval against `ref`."
@@ -243,25 +246,28 @@ def _ci_words(stat:dict, ref:float) -> str:
     return 'above' if lo > ref else 'below' if hi < ref else 'covers'
 
 def unseen_verdict(report:dict) -> list[str]:
-    "One plain sentence per unseen finding of a `medklip zeroshot` report: is each prompt better than chance, and does the description beat the name (paired interval)?"
+    "One plain sentence per unseen finding of a `medklip zeroshot` report: is each prompt better than chance, and does each knowledge prompt (description, aspects) beat the name (paired interval)?"
     out = []
     for f, u in (report.get('unseen') or {}).items():
         parts = []
-        for p in ('name', 'description'):
+        for p in [q for q in ('name', 'description', 'aspects') if q in (report.get('prompts') or {}) or q != 'aspects']:
             a = ((report.get('prompts', {}).get(p) or {}).get('classes', {}).get(f) or {}).get('auroc')
             if a is None or not a.get('ci'): parts.append(f"the {p} prompt has no AUROC interval"); continue
             w = _ci_words(a, 0.5)
             parts.append(f"the {p} prompt gives AUROC {fmt_stat(a)}, "
                          + {'above': 'better than chance', 'below': 'worse than chance', 'covers': 'not shown better than chance (the interval covers 0.5)'}[w])
-        d = u.get('difference')
-        if d and d.get('ci'):
-            w = _ci_words(d, 0.0)
-            diff = f"description − name = {fmt_stat(d)}: " + {
-                'above': 'the description beats the name (the paired interval lies above 0)',
-                'below': 'the name beats the description (the paired interval lies below 0)',
-                'covers': 'no difference is shown (the paired interval covers 0)'}[w]
-        else: diff = 'no paired difference was computed'
-        out.append(f"{f} (n = {u.get('n')}, {u.get('n_pos')} positive): " + '; '.join(parts) + f"; {diff}.")
+        diffs = []
+        for p, k in (('description', 'difference'), ('aspects', 'aspects_difference')):
+            d = u.get(k)
+            if p == 'aspects' and d is None: continue   # a report without the aspects prompt
+            if d and d.get('ci'):
+                w = _ci_words(d, 0.0)
+                diffs.append(f"{p} − name = {fmt_stat(d)}: " + {
+                    'above': f'the {p} beats the name (the paired interval lies above 0)',
+                    'below': f'the name beats the {p} (the paired interval lies below 0)',
+                    'covers': 'no difference is shown (the paired interval covers 0)'}[w])
+            else: diffs.append(f"no paired {p} − name difference was computed")
+        out.append(f"{f} (n = {u.get('n')}, {u.get('n_pos')} positive): " + '; '.join(parts + diffs) + ".")
     return out
 
 # %% ../../nbs/42_viz.figures.ipynb #c7b23bef

@@ -51,11 +51,12 @@ sync-check: $(STAMP)
 browser:
 	@bash tools/ci_browser_setup.sh
 
-# nbdev_test runs one notebook per core: one OpenMP thread each, so torch's threads do not wait on each other.
-# pytest: the tests marked serial (the real browser) alone first, then the rest on every core (pytest-xdist, one test file
-# per worker so module fixtures are built once; tests/conftest.py gives each worker one thread); the parallel run's
-# summary is the closing line
+# nbdev_test (one notebook at a time, one OpenMP thread) runs beside the tests marked serial (the real browser: a
+# JupyterLab server, a kernel and Chromium, about one core), so each has a core; then pytest on every core (pytest-xdist,
+# one test file per worker so module fixtures are built once, the heaviest files first: tests/conftest.py orders them and
+# --no-loadscope-reorder keeps that order; conftest gives each worker one thread); the parallel run's summary is the closing line
 test: $(STAMP) sync-check browser
-	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --flags ""
-	$(BIN)/python -m pytest -m serial || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest: no serial tests" || exit $$rc; }
-	$(BIN)/python -m pytest -m "not serial" -n auto --dist loadfile || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest: no tests collected" || exit $$rc; }
+	@log=$$(mktemp); OMP_NUM_THREADS=1 $(BIN)/nbdev_test --flags "" --n_workers 1 > $$log 2>&1 & nb=$$!; \
+	 $(BIN)/python -m pytest -m serial; rc=$$?; [ $$rc -eq 5 ] && { echo "pytest: no serial tests"; rc=0; }; \
+	 wait $$nb; nrc=$$?; echo "nbdev_test (exit $$nrc):"; cat $$log; rm -f $$log; [ $$rc -eq 0 ] && [ $$nrc -eq 0 ]
+	$(BIN)/python -m pytest -m "not serial" -n auto --dist loadfile --no-loadscope-reorder || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest: no tests collected" || exit $$rc; }

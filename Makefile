@@ -16,12 +16,14 @@ setup: $(STAMP)
 # torch goes first (CPU wheel here, your CUDA build elsewhere) with pip, and uv; everything else is pinned by
 # constraints.txt, which also pins torch, so no later install can pull a different (CUDA) torch. uv installs the rest
 # (tools/uv_install.py hands it pip's index settings, which uv does not read); if uv fails, pip does it.
+# uv compiles the bytecode of the whole environment (torch too), as pip does: where PYTHONDONTWRITEBYTECODE is set, every
+# process would otherwise compile each module it imports (about 6 s more per process that imports the pipeline).
 $(STAMP):
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --no-compile -c constraints.txt "$$(grep '^torch==' constraints.txt)" "$$(grep '^uv==' constraints.txt)"
 	# medspacy==1.3.1 (pinned in constraints.txt) only for its data files (ConText and section rules, read by the
 	# report parser): --no-deps, because it pins spacy<3.8 on Python 3.11 while we pin spacy 3.8.x; it is never imported
-	{ $(BIN)/python tools/uv_install.py -q -c constraints.txt -e ".[pipeline,notebook,spacy,dev]" && \
+	{ $(BIN)/python tools/uv_install.py -q --compile-bytecode -c constraints.txt -e ".[pipeline,notebook,spacy,dev]" && \
 	  $(BIN)/python tools/uv_install.py -q --no-deps "$$(grep '^medspacy==' constraints.txt)"; } || { \
 	  echo "setup: uv failed; installing with pip"; \
 	  $(BIN)/python -m pip install -q --upgrade pip && \

@@ -13,16 +13,22 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 setup: $(STAMP)
 
-# torch goes first (CPU wheel here, your CUDA build elsewhere); everything else is pinned by constraints.txt,
-# which also pins torch, so no later install can pull a different (CUDA) torch.
+# torch goes first (CPU wheel here, your CUDA build elsewhere) with pip, and uv; everything else is pinned by
+# constraints.txt, which also pins torch, so no later install can pull a different (CUDA) torch. uv installs the rest
+# (tools/uv_install.py hands it pip's index settings, which uv does not read); if uv fails, pip does it.
+# uv compiles the bytecode of the whole environment (torch too), as pip does: where PYTHONDONTWRITEBYTECODE is set, every
+# process would otherwise compile each module it imports (about 6 s more per process that imports the pipeline).
 $(STAMP):
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$$(grep '^torch==' constraints.txt)"
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[pipeline,notebook,spacy,dev]"
+	$(BIN)/python -m pip install -q --no-compile -c constraints.txt "$$(grep '^torch==' constraints.txt)" "$$(grep '^uv==' constraints.txt)"
 	# medspacy==1.3.1 (pinned in constraints.txt) only for its data files (ConText and section rules, read by the
 	# report parser): --no-deps, because it pins spacy<3.8 on Python 3.11 while we pin spacy 3.8.x; it is never imported
-	$(BIN)/python -m pip install -q --no-deps "$$(grep '^medspacy==' constraints.txt)"
+	{ $(BIN)/python tools/uv_install.py -q --compile-bytecode -c constraints.txt -e ".[pipeline,notebook,spacy,dev]" && \
+	  $(BIN)/python tools/uv_install.py -q --no-deps "$$(grep '^medspacy==' constraints.txt)"; } || { \
+	  echo "setup: uv failed; installing with pip"; \
+	  $(BIN)/python -m pip install -q --upgrade pip && \
+	  $(BIN)/python -m pip install -q -c constraints.txt -e ".[pipeline,notebook,spacy,dev]" && \
+	  $(BIN)/python -m pip install -q --no-deps "$$(grep '^medspacy==' constraints.txt)"; }
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -47,11 +53,12 @@ sync-check: $(STAMP)
 browser:
 	@bash tools/ci_browser_setup.sh
 
-# nbdev_test runs one notebook per core: one OpenMP thread each, so torch's threads do not wait on each other.
-# pytest: the tests marked serial (the real browser) alone first, then the rest on every core (pytest-xdist, one test file
-# per worker so module fixtures are built once; tests/conftest.py gives each worker one thread); the parallel run's
-# summary is the closing line
+# nbdev_test (one notebook at a time, one OpenMP thread) runs beside the tests marked serial (the real browser: a
+# JupyterLab server, a kernel and Chromium, about one core), so each has a core; then pytest on every core (pytest-xdist,
+# one test file per worker so module fixtures are built once, the heaviest files first: tests/conftest.py orders them and
+# --no-loadscope-reorder keeps that order; conftest gives each worker one thread); the parallel run's summary is the closing line
 test: $(STAMP) sync-check browser
-	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --flags ""
-	$(BIN)/python -m pytest -m serial || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest: no serial tests" || exit $$rc; }
-	$(BIN)/python -m pytest -m "not serial" -n auto --dist loadfile || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest: no tests collected" || exit $$rc; }
+	@log=$$(mktemp); OMP_NUM_THREADS=1 $(BIN)/nbdev_test --flags "" --n_workers 1 > $$log 2>&1 & nb=$$!; \
+	 $(BIN)/python -m pytest -m serial; rc=$$?; [ $$rc -eq 5 ] && { echo "pytest: no serial tests"; rc=0; }; \
+	 wait $$nb; nrc=$$?; echo "nbdev_test (exit $$nrc):"; cat $$log; rm -f $$log; [ $$rc -eq 0 ] && [ $$nrc -eq 0 ]
+	$(BIN)/python -m pytest -m "not serial" -n auto --dist loadfile --no-loadscope-reorder || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest: no tests collected" || exit $$rc; }

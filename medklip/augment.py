@@ -4,7 +4,7 @@
 
 # %% ../nbs/19_augment.ipynb #92363038
 from __future__ import annotations
-import math
+import math, os
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,9 @@ def _equalize(x): # (n,1,H,W) in [0,1]: histogram equalisation over 256 levels, 
     out = torch.gather(lut, 1, q).view_as(x).to(x.dtype)
     return torch.where(flat.view(n, 1, 1, 1), x, out)
 
-_SMOOTH = torch.tensor([[1., 1., 1.], [1., 5., 1.], [1., 1., 1.]]) / 13   # PIL's SMOOTH filter, the base of its Sharpness
+def _smooth(x): # PIL's SMOOTH filter, the base of its Sharpness, made on x's device (no host-to-device copy)
+    k = torch.ones(3, 3, device=x.device); k[1, 1] = 5.
+    return (k / 13).to(x.dtype)
 
 def _op(name, x, v): # (n,1,H,W), (n,) signed magnitudes
     if name == 'autocontrast':
@@ -56,7 +58,7 @@ def _op(name, x, v): # (n,1,H,W), (n,) signed magnitudes
     if name == 'equalize': return _equalize(x)
     if name == 'brightness': return (x * (1 + v).view(-1, 1, 1, 1)).clamp(0, 1)
     if name == 'sharpness':
-        blur = F.conv2d(F.pad(x, (1, 1, 1, 1), mode='replicate'), _SMOOTH.to(x)[None, None])
+        blur = F.conv2d(F.pad(x, (1, 1, 1, 1), mode='replicate'), _smooth(x)[None, None])
         return (blur + (1 + v).view(-1, 1, 1, 1) * (x - blur)).clamp(0, 1)
     return _affine(x, _theta(name, v))
 
@@ -66,7 +68,8 @@ def rand_augment(x, # (B,1,H,W) float images in [0, 1], on any device
                  generator=None, # seeded torch.Generator on x's device (the training loop's per-batch one)
                  prob:float=0.5, # chance each drawn operation is applied (upstream: 0.5)
                  choices=RANDAUGMENT_OPS, # operations to draw from
-                 return_affine:bool=False): # also return (B,3,3): the composed sampling affine of the geometric ops
+                 return_affine:bool=False, # also return (B,3,3): the composed sampling affine of the geometric ops
+                 static:bool|None=None): # shape-static masked ops (no host-device sync; every op on every image); None: off the CPU or with MEDKLIP_GPU_PATHS_ON_CPU=1
     "RandAugment on a batch: per image, `ops` operations drawn from `choices`, each applied with probability `prob`."
     A = torch.eye(3, device=x.device).expand(x.shape[0], 3, 3).clone() if return_affine else None
     if not ops: return (x, A) if return_affine else x
@@ -76,6 +79,8 @@ def rand_augment(x, # (B,1,H,W) float images in [0, 1], on any device
     pick = torch.randint(len(choices), (B, ops), generator=generator, device=dev)
     use = torch.rand(B, ops, generator=generator, device=dev) < prob
     sign = torch.where(torch.rand(B, ops, generator=generator, device=dev) < 0.5, -1.0, 1.0)
+    if static is None: static = dev.type != 'cpu' or os.environ.get('MEDKLIP_GPU_PATHS_ON_CPU') == '1'
+    if static: return _rand_augment_static(x, pick, use, sign, choices, magnitude, A, return_affine)
     for j in range(ops):
         for k, name in enumerate(choices):
             if name == 'identity': continue
@@ -84,6 +89,24 @@ def rand_augment(x, # (B,1,H,W) float images in [0, 1], on any device
             v = sign[idx, j] * (_MAX.get(name, 0.) * magnitude / 10)
             x = x.index_copy_(0, idx, _op(name, x.index_select(0, idx), v)) if x is not src else x.index_copy(0, idx, _op(name, x.index_select(0, idx), v))
             if A is not None and name in _GEOMETRIC:   # out(p) = in(T p): successive ops compose as T1 @ T2 @ ...
-                T = torch.cat([_theta(name, v), torch.tensor([0., 0., 1.], device=x.device).expand(len(idx), 1, 3)], 1)
+                T = torch.cat([_theta(name, v), torch.eye(3, device=x.device)[2:].expand(len(idx), 1, 3)], 1)
                 A = A.index_copy(0, idx, A.index_select(0, idx) @ T)
+    return (x, A) if return_affine else x
+
+def _rand_augment_static(x, pick, use, sign, choices, magnitude, A, return_affine):
+    "`rand_augment`'s draws applied with masks: each slot's photometric ops on the whole batch, its geometric ones as one warp."
+    B, geo = x.shape[0], [(k, n) for k, n in enumerate(choices) if n in _GEOMETRIC]
+    eye = torch.eye(3, device=x.device)
+    for j in range(pick.shape[1]):   # one op per image and slot: the ops of a slot act on different images
+        out, theta, warped = x, eye[:2].expand(B, 2, 3), torch.zeros(B, dtype=torch.bool, device=x.device)
+        for k, name in enumerate(choices):
+            if name == 'identity': continue
+            sel = (pick[:, j] == k) & use[:, j]
+            v = sign[:, j] * (_MAX.get(name, 0.) * magnitude / 10)
+            if name in _GEOMETRIC: theta, warped = torch.where(sel.view(-1, 1, 1), _theta(name, v), theta), warped | sel
+            else: out = torch.where(sel.view(-1, 1, 1, 1), _op(name, x, v), out)
+        if geo:
+            out = torch.where(warped.view(-1, 1, 1, 1), _affine(x, theta), out)
+            if A is not None: A = torch.where(warped.view(-1, 1, 1), A @ torch.cat([theta, eye[2:].expand(B, 1, 3)], 1), A)
+        x = out
     return (x, A) if return_affine else x

@@ -24,10 +24,10 @@ def _full(x): return x.float() if x.dtype in (torch.float16, torch.bfloat16) els
 
 def existence_loss(logits, # (B,Q,2) existence logits
                    exist): # (B,Q) labels 1/0/-1; -1 is ignored
-    "Mean cross-entropy over the cells labelled 0 or 1 (0 with a gradient path when there are none)."
-    target = exist.long().clone(); target[target < 0] = -100
-    if not (target >= 0).any(): return logits.sum() * 0.0
-    return F.cross_entropy(_full(logits).flatten(0, -2), target.flatten(), ignore_index=-100)
+    "Mean cross-entropy over the cells labelled 0 or 1 (0 with a gradient path when there are none); no host-device sync."
+    target = exist.long().masked_fill(exist < 0, -100)
+    loss = F.cross_entropy(_full(logits).flatten(0, -2), target.flatten(), ignore_index=-100)   # NaN (0/0) when none is labelled
+    return torch.where((target >= 0).any(), loss, logits.sum() * 0.0)
 
 # %% ../nbs/11_losses.ipynb #57083e05
 def sample_position_candidates(m, # (B,51,E) label matrix with 1/0/-1
@@ -37,7 +37,7 @@ def sample_position_candidates(m, # (B,51,E) label matrix with 1/0/-1
     m = m.transpose(1, 2)                                              # (B,E,P)
     pos = m == 1
     r = torch.rand(m.shape, generator=generator, device=m.device) if generator is not None else torch.rand(m.shape, device=m.device)
-    ninf = torch.tensor(float('-inf'), device=m.device)
+    ninf = float('-inf')   # a Python number: a tensor made on the device would be a host-to-device copy each step
     first = torch.where(pos, r, ninf).argmax(-1, keepdim=True)
     negs = torch.where(pos, ninf, r).topk(num_negatives, dim=-1).indices
     valid = pos.any(-1) & ((~pos).sum(-1) >= num_negatives)
@@ -49,10 +49,15 @@ def position_loss(position, # (B,Q,D) predicted position vectors
                   valid, # (B,Q) cells with a present label
                   temperature:float=1.0): # divides the dot products
     "Cross-entropy picking the positive position among 1+M candidates, averaged over valid cells."
-    if not valid.any(): return position.sum() * 0.0
-    pv, cv = _full(position[valid]), candidates[valid]                # (N,D), (N,K)
+    # shape-static (no host-device sync): every cell is scored, the valid ones first in their order (a stable sort), the
+    # others ignored; so the sum runs over the same numbers in the same order as over the valid cells alone
+    v = valid.flatten()
+    order = torch.argsort((~v).to(torch.uint8), stable=True)
+    pv, cv = _full(position).flatten(0, -2)[order], candidates.flatten(0, -2)[order]   # (B*Q,D), (B*Q,K)
     scores = torch.einsum('nd,nkd->nk', pv, position_emb.to(pv.dtype)[cv]) / temperature
-    return F.cross_entropy(scores, torch.zeros(len(scores), dtype=torch.long, device=scores.device))
+    target = torch.where(v[order], 0, -100)
+    loss = F.cross_entropy(scores, target, ignore_index=-100)   # NaN (0/0) when no cell is valid
+    return torch.where(v.any(), loss, position.sum() * 0.0)
 
 # %% ../nbs/11_losses.ipynb #1d1ca3d6
 def _mirror(name:str) -> str:
@@ -60,11 +65,16 @@ def _mirror(name:str) -> str:
     return '_'.join({'left': 'right', 'right': 'left'}.get(p, p) for p in parts)
 
 FLIP_POSITIONS: list[int] = [POSITION_INDEX.get(_mirror(p), i) for i, p in enumerate(POSITIONS)]
+_FLIP: dict = {}   # device → FLIP_POSITIONS as a tensor there (copied once, not every step)
+
+def _on(device):
+    if device not in _FLIP: _FLIP[device] = torch.tensor(FLIP_POSITIONS, device=device)
+    return _FLIP[device]
 
 def flip_label_matrix(m, # (B,51,E) label matrices
                       flipped): # (B,) bool, which images were mirrored
     "Swap left/right position rows of the label matrices of mirrored images."
-    perm = torch.tensor(FLIP_POSITIONS, device=m.device)
+    perm = _on(m.device)
     return torch.where(flipped.view(-1, 1, 1), m[:, perm], m)
 
 # %% ../nbs/11_losses.ipynb #cde633ce

@@ -443,6 +443,7 @@ def pretrain(store, # image store folder (`medklip prepare`)
             _trim_live(live_dir, gstep)
             log(f"resumed from {ck_path} at epoch {epoch0} step {step0} (global step {gstep}), same settings and inputs")
     emb, pemb = kn['entity_emb'].to(device), kn['position_emb'].to(device)
+    aspects = {k: kn[k].to(device) if torch.is_tensor(kn[k]) else kn[k] for k in ('aspect_emb', 'entity_aspects')}   # moved once, not each step
     net = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -502,7 +503,7 @@ def pretrain(store, # image store folder (`medklip prepare`)
                 batch = dict(images=x, labels=m, rows=rows, index=which, study=torch.from_numpy(train.study_of[which.numpy()]),
                              theta=theta, flipped=flipped, store=train.store, entity_emb=emb, position_emb=pemb, epoch=epoch, step=step,
                              text_model=kn['model_name'], pooling=kn['pooling'],   # the encoder the knowledge was embedded with
-                             aspect_emb=kn['aspect_emb'], entity_aspects=kn['entity_aspects'])
+                             label_matrices=train.matrices, **aspects)   # every training study's (51,75) matrix (numpy)
                 for fn, w in aux:
                     name, la = fn(batch, o, model)
                     loss = loss + w * la; parts[f'aux_{name}'] = la.detach()

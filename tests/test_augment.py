@@ -21,6 +21,17 @@ def test_seeded_by_the_generator_and_reproducible():
     assert not torch.equal(a, rand_augment(x, 2, 7, torch.Generator().manual_seed(6)))
 
 
+def test_static_form_equals_the_gathered_one(monkeypatch):
+    "The masked, shape-static RandAugment (GPU path: no host-device sync) gives the per-op gathered result up to float rounding."
+    x = torch.rand(16, 1, 24, 24, generator=torch.Generator().manual_seed(0))
+    for seed in range(6):
+        a, A = rand_augment(x, 2, 7, torch.Generator().manual_seed(seed), return_affine=True, static=False)
+        b, B = rand_augment(x, 2, 7, torch.Generator().manual_seed(seed), return_affine=True, static=True)
+        assert torch.allclose(a, b, atol=1e-6) and torch.equal(A, B) and not torch.equal(a, x)
+    monkeypatch.setenv('MEDKLIP_GPU_PATHS_ON_CPU', '1')   # the GPU path's CPU rehearsal takes the static form
+    assert torch.equal(rand_augment(x, 2, 7, torch.Generator().manual_seed(1)), rand_augment(x, 2, 7, torch.Generator().manual_seed(1), static=True))
+
+
 def test_augment_keeps_flip_label_swap_and_geometry():
     imgs = torch.zeros(16, 40, 40, dtype=torch.uint8); imgs[:, :, :20] = 200   # bright image-left half
     m = torch.full((16, 51, 75), -1, dtype=torch.int8)

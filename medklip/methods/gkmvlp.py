@@ -33,6 +33,12 @@ class RegionTable:
         self.member = torch.zeros(len(pr), self.n_ids)
         for j, ids in enumerate(pr.values()): self.member[j, list(ids)] = 1.0
 
+    def to(self, device) -> RegionTable:
+        "A copy with its tensors on `device` (for the losses: moved once, not every step)."
+        t = object.__new__(RegionTable); t.__dict__.update(self.__dict__)
+        t.mirror, t.positions, t.member = self.mirror.to(device), self.positions.to(device), self.member.to(device)
+        return t
+
 # %% ../../nbs/13_methods.gkmvlp.ipynb #17eee1c1
 def warp_anatomy(anatomy, # (B,S,S) uint8/long region ids as stored
                  theta, # (B,2,3) `F.affine_grid` matrices of the batch's crops/flips
@@ -59,17 +65,17 @@ _TABLES: dict = {}
 TEMPERATURE = 0.1   # of the region–query InfoNCE (cosine similarities)
 
 def _regions(batch:dict, out:dict):
-    "Per-position region masks (B,Pr,h*w) of the batch and the table (cached per store; masks cached in the batch)."
+    "Per-position region masks (B,Pr,h*w) of the batch and the table (cached per store and device; masks cached in the batch)."
     if '_gkmvlp_masks' in batch: return batch['_gkmvlp_masks']
     store = batch['store']
     if getattr(store, 'anatomy', None) is None:
         raise MedklipError(f"{store.path}: the store has no anatomy maps, which the gkmvlp losses need; re-run `medklip prepare` "
                            f"with --anatomy DIR (a folder of <image_id>.png label maps + regions.json)")
-    key = str(store.path)
-    if key not in _TABLES: _TABLES[key] = RegionTable(store.meta['anatomy'])
-    table = _TABLES[key]
     dev = out['feats'].device
-    anat = torch.from_numpy(store.anatomy[batch['rows'].numpy()]).to(dev)
+    key = (str(store.path), str(dev))
+    if key not in _TABLES: _TABLES[key] = RegionTable(store.meta['anatomy']).to(dev)
+    table = _TABLES[key]
+    anat = torch.from_numpy(store.anatomy[batch['rows'].numpy()]).to(dev, non_blocking=True)
     grid = tuple(out['attn'].shape[-2:])
     size = min(batch['images'].shape[-1], 4 * max(grid))                        # 4×4 samples per heatmap cell are plenty
     ids = warp_anatomy(anat, batch['theta'], batch['flipped'], size, table)
@@ -77,36 +83,33 @@ def _regions(batch:dict, out:dict):
     return batch['_gkmvlp_masks']
 
 def _present(batch:dict, masks, table:RegionTable):
-    "Present cells (b, j, e) whose position j (of the table) has a non-empty region in image b."
-    m = batch['labels'][:, table.positions.to(masks.device)]                       # (B,Pr,E)
-    cells = ((m == 1) & (masks.sum(-1) > 0).unsqueeze(-1)).nonzero()
-    return cells[:, 0], cells[:, 1], cells[:, 2]
+    "(B,Pr,E) bool: finding e is present at position j (of the table), which has a non-empty region in image b."
+    m = batch['labels'][:, table.positions]                                     # (B,Pr,E)
+    return (m == 1) & (masks.sum(-1) > 0).unsqueeze(-1)
 
+# Both losses are shape-static, masked tensor ops (no host-device sync in a training step): every (image, position,
+# finding) cell is computed and the present ones are averaged.
 def region_alignment_loss(batch:dict, out:dict, model) -> tuple[str, torch.Tensor]:
     "InfoNCE between region-pooled patch features and the knowledge queries of the findings present in the batch."
     masks, table = _regions(batch, out)
-    b, j, e = _present(batch, masks, table)
+    cells = _present(batch, masks, table)                                       # (B,Pr,E)
     feats = out['feats'].float()
-    if len(b) == 0: return 'gkmvlp', feats.sum() * 0.0
-    w = masks[b, j]                                                             # (N,P)
-    pooled = torch.einsum('np,npd->nd', w, feats[b]) / w.sum(-1, keepdim=True)
-    ents, target = torch.unique(e, return_inverse=True)
-    q = model.disease_embedding_layer(batch['entity_emb'][ents].to(feats.dtype))  # (K,d): the decoder's queries
-    if len(ents) < 2: return 'gkmvlp', (pooled.sum() + q.sum()) * 0.0
-    logits = F.normalize(pooled, dim=-1) @ F.normalize(q, dim=-1).T / TEMPERATURE
-    return 'gkmvlp', F.cross_entropy(logits, target)
+    pooled = torch.einsum('bjp,bpd->bjd', masks, feats) / masks.sum(-1, keepdim=True).clamp_min(1e-6)   # (B,Pr,d)
+    q = model.disease_embedding_layer(batch['entity_emb'].to(feats))            # (E,d): the decoder's queries
+    logits = F.normalize(pooled, dim=-1) @ F.normalize(q, dim=-1).T / TEMPERATURE   # (B,Pr,E)
+    logits = logits.masked_fill(~cells.any((0, 1)), -1e4)                       # candidates: the findings present in the batch
+    nll = -logits.log_softmax(-1)                                               # 0 when only one finding is present
+    return 'gkmvlp', torch.where(cells, nll, 0.0).sum() / cells.sum().clamp_min(1)
 
 def region_attention_loss(batch:dict, out:dict, model) -> tuple[str, torch.Tensor]:
     "−log of the heatmap mass each present finding puts inside the union of its positive positions' regions."
     masks, table = _regions(batch, out)
-    b, j, e = _present(batch, masks, table)
+    pos = _present(batch, masks, table).float()                                 # (B,Pr,E)
     attn = out['attn'].float().flatten(2)                                       # (B,Q,P)
-    if len(b) == 0: return 'gkmvlp_attn', attn.sum() * 0.0
-    pos = torch.zeros(masks.shape[0], masks.shape[1], attn.shape[1], device=masks.device); pos[b, j, e] = 1.0
     union = torch.einsum('bje,bjn->ben', pos, masks).clamp(max=1.0)            # (B,Q,P) regions of all positive positions
     cell = pos.amax(1) > 0                                                     # (B,Q) findings with a region
-    mass = (attn * union).sum(-1)[cell]
-    return 'gkmvlp_attn', -torch.log(mass.clamp_min(1e-6)).mean()
+    nll = -torch.log((attn * union).sum(-1).clamp_min(1e-6))
+    return 'gkmvlp_attn', torch.where(cell, nll, 0.0).sum() / cell.sum().clamp_min(1)
 
 register_aux_loss('gkmvlp', region_alignment_loss)
 register_aux_loss('gkmvlp_attn', region_attention_loss)

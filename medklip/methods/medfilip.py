@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from ..core import MedklipError, InputError
 from ..vocab import ENTITIES, POSITIONS
+from ..losses import FLIP_POSITIONS
 from ..text.knowledge import KnowledgeBase, load_knowledge, load_prompts
 
 # %% auto #0
@@ -104,9 +105,12 @@ def image_text_logits(position, # (B, Q, D) the model's `position` output, one v
 
 def medfilip_objective(logits, # (B, n) image–text logits
                        targets, # (B, n) soft targets in [0, 1]
+                       keep=None, # (n,) bool: the findings that count (None: all); the others are left out of both means
                       ) -> torch.Tensor:
     "MSE(sigmoid(logits), targets) + BCE(logits, targets), both averaged over the pairs."
-    return F.mse_loss(torch.sigmoid(logits), targets) + F.binary_cross_entropy_with_logits(logits, targets)
+    if keep is None: return F.mse_loss(torch.sigmoid(logits), targets) + F.binary_cross_entropy_with_logits(logits, targets)
+    per = (torch.sigmoid(logits) - targets) ** 2 + F.binary_cross_entropy_with_logits(logits, targets, reduction='none')
+    return torch.where(keep, per, 0.0).sum() / (keep.sum() * len(logits)).clamp_min(1)
 
 # %% ../../nbs/14_methods.medfilip.ipynb #0959df50
 class MedFILIPLoss:
@@ -124,6 +128,7 @@ class MedFILIPLoss:
         self.model_name, self.pooling, self.scale, self.kb = model_name, pooling, float(scale), kb
         self.embed_fn, self.max_length, self.cache_dir = embed_fn, max_length, cache_dir
         self.bank: FindingBank|None = None
+        self._fitted, self._static = None, {}   # the label matrices the bank was fitted with; per device: lookup tensors
 
     @classmethod
     def from_knowledge(cls, path, **kw): # knowledge embeddings folder (`medklip embed-knowledge`)
@@ -147,11 +152,31 @@ class MedFILIPLoss:
             self.bank = FindingBank(fn, self.kb)
         return self.bank
 
+    def _tables(self, batch:dict, dev):
+        "Per device: bank row of every (position, entity) cell (-1: none), each row's entity, text embedding and similarity, and the most findings one study has; None without `label_matrices` in the batch."
+        mats = batch.get('label_matrices')
+        if mats is None: return None
+        if self._fitted is not mats:   # once per run: every training study's pairs and their mirror images (flip augmentation)
+            m = torch.as_tensor(mats)
+            self.get_bank(batch).fit(torch.cat([m, m[:, FLIP_POSITIONS]]))
+            self._fitted, self._static, self._most = mats, {}, int((m == 1).flatten(1).sum(1).max()) if len(m) else 0
+        bank = self.bank
+        if dev not in self._static or len(self._static[dev][1]) != len(bank):
+            rowmap = torch.full((len(POSITIONS) * len(ENTITIES),), len(bank), dtype=torch.long)   # len(bank): a spare column
+            for (e, p), r in bank.rows.items(): rowmap[p * len(ENTITIES) + e] = r
+            rows = torch.arange(len(bank))
+            sim = bank.similarity(rows) if len(bank) else torch.zeros(0, 0)
+            emb = bank.emb if bank.emb is not None else torch.zeros(0, 1)
+            self._static[dev] = tuple(t.to(dev) for t in (rowmap, bank.entity, emb, sim)) + (min(self._most, len(bank)),)
+        return self._static[dev]
+
     def __call__(self, batch:dict, out:dict, model=None):
         "('medfilip', loss) for one training batch."
         m, pos = batch['labels'], out['position']
         if pos.shape[1] != len(ENTITIES):
             raise MedklipError(f"medfilip: the model output has {pos.shape[1]} queries; it needs the {len(ENTITIES)} entity queries in vocabulary order")
+        static = self._tables(batch, pos.device)
+        if static is not None: return self.name, self._static_loss(m, pos, *static)
         cells = (m == 1).nonzero()                       # (k, 3): image, position, entity
         if len(cells) == 0: return self.name, pos.sum() * 0.0
         bank = self.get_bank(batch)
@@ -166,6 +191,21 @@ class MedFILIPLoss:
         targets = soft_targets(own.to(dev), bank.similarity(uniq).to(dev))
         logits = image_text_logits(pos.float(), bank.entity[uniq].to(dev), bank.emb[uniq].to(dev), self.scale)
         return self.name, medfilip_objective(logits, targets)
+
+    def _static_loss(self, m, pos, rowmap, entity, emb, sim, most):
+        "The loss over every bank row, the rows of the batch's findings kept: shape-static tensor ops, no host-device sync."
+        R = len(entity)
+        if R == 0: return pos.sum() * 0.0
+        if emb.shape[1] != pos.shape[-1]:
+            raise MedklipError(f"medfilip: the text encoder gives {emb.shape[1]}-d embeddings but the model's text_dim is "
+                               f"{pos.shape[-1]}; use the encoder the knowledge embeddings were made with")
+        B = m.shape[0]
+        own = torch.zeros(B, R + 1, dtype=torch.bool, device=pos.device)
+        own = own.scatter_(1, rowmap.expand(B, -1), (m == 1).flatten(1))[:, :R]   # (B, R): image i has finding t
+        val, idx = own.to(sim.dtype).topk(max(most, 1), dim=1)                     # each image's findings (and 0-padding)
+        targets = (val.unsqueeze(-1) * sim[idx]).amax(1)                            # = soft_targets(own, sim), without (B, R, R)
+        logits = image_text_logits(pos.float(), entity, emb, self.scale)
+        return medfilip_objective(logits, targets, keep=own.any(0))
 
 # %% ../../nbs/14_methods.medfilip.ipynb #d6d470f3
 def register_medfilip(knowledge=None, # knowledge embeddings folder whose encoder embeds the finding texts; None: from the batch

@@ -77,6 +77,9 @@ def main(argv=None) -> int:
         for name, cmd in steps: print(f"{name}: {' '.join(cmd)}")
         return 0
     echo = lambda line: print(line, file=sys.stderr, flush=True)      # the commands' own output, apart from the table
+    # as the Makefile: the venv's commands on PATH (dvc stages call `medklip`), the hub off
+    os.environ['PATH'] = f"{Path(a.venv).resolve()/'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE'): os.environ.setdefault(k, '1')
     rows, t0 = [], time.perf_counter()
     for name, cmd in steps:
         if name == 'dvc repro':

@@ -53,29 +53,87 @@ class MedKLIPConfig:
     def to_dict(self) -> dict: return dataclasses.asdict(self)
 
 # %% ../nbs/10_model.ipynb #1b670c57
+class _ConvBN(nn.Module):
+    "Convolution, batch norm and an optional ReLU (parameter names as `transformers`' ResNet, so its weights load as they are)."
+    def __init__(self, cin:int, cout:int, k:int=3, stride:int=1, relu:bool=True):
+        super().__init__()
+        self.convolution = nn.Conv2d(cin, cout, k, stride=stride, padding=k//2, bias=False)
+        self.normalization = nn.BatchNorm2d(cout)
+        self.activation = nn.ReLU() if relu else nn.Identity()
+    def forward(self, x): return self.activation(self.normalization(self.convolution(x)))
+
+class _Stem(nn.Module):
+    "7x7 stride-2 convolution and a 3x3 stride-2 max-pool."
+    def __init__(self, cin:int, cout:int):
+        super().__init__()
+        self.embedder, self.pooler = _ConvBN(cin, cout, 7, 2), nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    def forward(self, x): return self.pooler(self.embedder(x))
+
+class _Shortcut(nn.Module):
+    "1x1 projection of the residual (with the block's stride)."
+    def __init__(self, cin:int, cout:int, stride:int):
+        super().__init__()
+        self.convolution, self.normalization = nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+    def forward(self, x): return self.normalization(self.convolution(x))
+
+class _Block(nn.Module):
+    "A residual block: two 3x3 convolutions (basic) or 1x1-3x3-1x1 with a 4x reduction (bottleneck, stride in the 3x3)."
+    def __init__(self, cin:int, cout:int, stride:int, bottleneck:bool):
+        super().__init__()
+        self.shortcut = _Shortcut(cin, cout, stride) if cin != cout or stride != 1 else nn.Identity()
+        if bottleneck:
+            r = cout // 4
+            self.layer = nn.Sequential(_ConvBN(cin, r, 1), _ConvBN(r, r, 3, stride), _ConvBN(r, cout, 1, relu=False))
+        else: self.layer = nn.Sequential(_ConvBN(cin, cout, 3, stride), _ConvBN(cout, cout, 3, relu=False))
+        self.activation = nn.ReLU()
+    def forward(self, x): return self.activation(self.layer(x) + self.shortcut(x))
+
+class _Stage(nn.Module):
+    def __init__(self, cin:int, cout:int, stride:int, depth:int, bottleneck:bool):
+        super().__init__()
+        self.layers = nn.Sequential(_Block(cin, cout, stride, bottleneck), *[_Block(cout, cout, 1, bottleneck) for _ in range(depth - 1)])
+    def forward(self, x): return self.layers(x)
+
+def _hub_resnet(pretrained:str):
+    "A hub ResNet (`transformers`, imported only here) and its preset: layer type, depths, widths, stem width."
+    from transformers import ResNetModel
+    try: full = ResNetModel.from_pretrained(pretrained)
+    except Exception as e:
+        raise MedklipError(f"could not load the trunk weights {pretrained!r} ({type(e).__name__}); set the model "
+                           f"parameter `pretrained` to null to start from random weights, or download the "
+                           f"weights into the Hugging Face cache while online") from e
+    c = full.config
+    if len(full.encoder.stages) < 3: raise MedklipError(f"{pretrained!r} has fewer than 3 ResNet stages")
+    if c.hidden_act != 'relu' or getattr(c, 'downsample_in_bottleneck', False):
+        raise MedklipError(f"{pretrained!r}: only ReLU ResNets with the stride in the 3x3 convolution are supported")
+    return full, dict(layer_type=c.layer_type, depths=list(c.depths[:3]), hidden_sizes=list(c.hidden_sizes[:3]), embedding_size=c.embedding_size)
+
 class ResNetTrunk(nn.Module):
-    "ResNet stem and first three stages from `transformers`; returns the stride-16 (or stride-8) feature map."
+    """ResNet stem and first three stages in plain torch, parameter for parameter `transformers`' `ResNetModel` (names,
+    shapes and, for random weights, the same draws from the seed), which is imported only to load hub weights.
+    Returns the stride-16 (or stride-8) feature map."""
     def __init__(self, name:str='resnet50', # preset, a key of `BACKBONES`
                  pretrained:str|None=None, # hub id of weights, or None for random init
                  stride:int=16): # output stride; 8 removes the third stage's downsampling
         super().__init__()
-        from transformers import ResNetConfig, ResNetModel
-        if pretrained:
-            try: full = ResNetModel.from_pretrained(pretrained)
-            except Exception as e:
-                raise MedklipError(f"could not load the trunk weights {pretrained!r} ({type(e).__name__}); set the model "
-                                   f"parameter `pretrained` to null to start from random weights, or download the "
-                                   f"weights into the Hugging Face cache while online") from e
-            if len(full.encoder.stages) < 3: raise MedklipError(f"{pretrained!r} has fewer than 3 ResNet stages")
-        else:
-            p = BACKBONES[name]
-            full = ResNetModel(ResNetConfig(num_channels=3, downsample_in_first_stage=False, **p))
-        self.embedder = full.embedder
-        self.stages = nn.ModuleList(list(full.encoder.stages)[:3])
+        full, p = _hub_resnet(pretrained) if pretrained else (None, BACKBONES[name])
+        bott, w = p['layer_type'] == 'bottleneck', [p['embedding_size'], *p['hidden_sizes']]
+        self.embedder = _Stem(3, p['embedding_size'])
+        self.stages = nn.ModuleList(_Stage(w[i], w[i + 1], 1 if i == 0 else 2, d, bott) for i, d in enumerate(p['depths']))
+        if full is None:    # `transformers`' ResNet init, draw for draw: each convolution N(0, 0.02), then Kaiming-normal (fan-out)
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.normal_(m.weight, 0.0, 0.02); nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+        else: self._load_hub(full)
         if stride == 8:  # the third stage's first block keeps the resolution (its convolutions' weights are unchanged)
             for m in self.stages[2].layers[0].modules():
                 if isinstance(m, nn.Conv2d) and m.stride != (1, 1): m.stride = (1, 1)
-        self.out_channels = [m for m in self.stages[-1].modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+        self.out_channels = p['hidden_sizes'][-1]
+
+    def _load_hub(self, full):
+        sd = {k: v for k, v in full.state_dict().items() if k.startswith('embedder.')}
+        sd |= {k.removeprefix('encoder.'): v for k, v in full.state_dict().items() if k.split('.')[:2] == ['encoder', 'stages'] and int(k.split('.')[2]) < 3}
+        self.load_state_dict(sd)
 
     def forward(self, x): # (B,3,H,W) normalised images
         x = self._gray_stem(x[:, :1]) if x.shape[1] == 3 and x.stride(1) == 0 else self.embedder(x)

@@ -1,5 +1,5 @@
 "MedKLIP network: shapes, extra queries, heatmaps, parameter count, offline pretrained-weight error."
-import os
+import os, subprocess, sys
 import pytest
 import torch
 
@@ -82,3 +82,41 @@ def test_stride8_grid_and_patch_features():
     assert o['attn'].shape == (2, 5, 8, 8) and o['feats'].shape == (2, 64, 32) and c8.grid == 8
     assert m16(torch.randn(2, 3, 64, 64), torch.randn(5, 24))['attn'].shape == (2, 5, 4, 4)
     assert MedKLIPConfig().stride == 16 and MedKLIPConfig().grid == 14
+
+
+@pytest.mark.parametrize("name,stride", [('tiny', 8), ('resnet18', 16), ('resnet50', 16), ('resnet50', 8)])
+def test_plain_trunk_is_transformers_resnet_draw_for_draw(name, stride):
+    "The plain-torch trunk has `transformers`' ResNet parameter names, the same random weights from a seed, the same RNG state after, and the same output."
+    from transformers import ResNetConfig, ResNetModel
+    from medklip.model import BACKBONES
+    torch.manual_seed(0); full = ResNetModel(ResNetConfig(num_channels=3, downsample_in_first_stage=False, **BACKBONES[name])); r0 = torch.rand(4)
+    torch.manual_seed(0); mine = ResNetTrunk(name, None, stride); r1 = torch.rand(4)
+    ref = {k: v for k, v in full.state_dict().items() if k.startswith('embedder.')}
+    ref |= {k.removeprefix('encoder.'): v for k, v in full.state_dict().items() if k.startswith('encoder.')}
+    sd = mine.state_dict()
+    assert set(sd) == set(ref) and all(torch.equal(sd[k], ref[k]) for k in sd) and torch.equal(r0, r1)
+    if stride == 8:
+        for m in full.encoder.stages[2].layers[0].modules():
+            if isinstance(m, torch.nn.Conv2d): m.stride = (1, 1)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        y = full.encoder.stages[2](full.encoder.stages[1](full.encoder.stages[0](full.embedder(x))))
+        assert torch.equal(mine(x), y)
+
+
+def test_hub_weights_load_into_the_plain_trunk(tmp_path):
+    "A hub-format ResNet (here a tiny one saved locally) loads parameter for parameter; `transformers` is needed only for that."
+    from transformers import ResNetConfig, ResNetModel
+    torch.manual_seed(1); full = ResNetModel(ResNetConfig(num_channels=3, layer_type='basic', depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 24, 32], embedding_size=8))
+    full.save_pretrained(tmp_path/'r')
+    t = ResNetTrunk('tiny', str(tmp_path/'r'), 16)
+    assert t.out_channels == 24 and len(t.stages) == 3
+    assert torch.equal(t.stages[1].layers[0].layer[0].convolution.weight, full.encoder.stages[1].layers[0].layer[0].convolution.weight)
+
+
+def test_building_the_model_does_not_import_transformers():
+    "Every pipeline process builds a model; `transformers`' ResNet import cost about 5 s of each (it is for the text encoder and hub weights only)."
+    code = ("import sys; from medklip.model import MedKLIP, MedKLIPConfig; import medklip.train, medklip.eval.zeroshot, medklip.api; "
+            "MedKLIP(MedKLIPConfig(backbone='tiny', image_size=64, d_model=32, layers=1, heads=2, ffn=64, text_dim=16)); "
+            "sys.exit(int('transformers' in sys.modules))")
+    assert subprocess.run([sys.executable, '-c', code]).returncode == 0

@@ -104,8 +104,8 @@ def _hub_resnet(pretrained:str):
                            f"weights into the Hugging Face cache while online") from e
     c = full.config
     if len(full.encoder.stages) < 3: raise MedklipError(f"{pretrained!r} has fewer than 3 ResNet stages")
-    if c.hidden_act != 'relu' or getattr(c, 'downsample_in_bottleneck', False):
-        raise MedklipError(f"{pretrained!r}: only ReLU ResNets with the stride in the 3x3 convolution are supported")
+    if c.hidden_act != 'relu' or getattr(c, 'downsample_in_bottleneck', False) or getattr(c, 'downsample_in_first_stage', False):
+        raise MedklipError(f"{pretrained!r}: only ReLU ResNets with an undownsampled first stage and the stride in the 3x3 convolution are supported")
     return full, dict(layer_type=c.layer_type, depths=list(c.depths[:3]), hidden_sizes=list(c.hidden_sizes[:3]), embedding_size=c.embedding_size)
 
 class ResNetTrunk(nn.Module):

@@ -120,3 +120,11 @@ def test_building_the_model_does_not_import_transformers():
             "MedKLIP(MedKLIPConfig(backbone='tiny', image_size=64, d_model=32, layers=1, heads=2, ffn=64, text_dim=16)); "
             "sys.exit(int('transformers' in sys.modules))")
     assert subprocess.run([sys.executable, '-c', code]).returncode == 0
+
+
+def test_hub_resnet_of_another_layout_is_refused(tmp_path):
+    "A hub ResNet that downsamples in its first stage would load with the wrong strides: refused in one line."
+    from transformers import ResNetConfig, ResNetModel
+    ResNetModel(ResNetConfig(num_channels=3, layer_type='basic', depths=[1, 1, 1], hidden_sizes=[8, 16, 24], embedding_size=8,
+                             downsample_in_first_stage=True)).save_pretrained(tmp_path/'r')
+    with pytest.raises(MedklipError, match='first stage'): ResNetTrunk('tiny', str(tmp_path/'r'), 16)

@@ -69,18 +69,11 @@ class _Stem(nn.Module):
         self.embedder, self.pooler = _ConvBN(cin, cout, 7, 2), nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
     def forward(self, x): return self.pooler(self.embedder(x))
 
-class _Shortcut(nn.Module):
-    "1x1 projection of the residual (with the block's stride)."
-    def __init__(self, cin:int, cout:int, stride:int):
-        super().__init__()
-        self.convolution, self.normalization = nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
-    def forward(self, x): return self.normalization(self.convolution(x))
-
 class _Block(nn.Module):
     "A residual block: two 3x3 convolutions (basic) or 1x1-3x3-1x1 with a 4x reduction (bottleneck, stride in the 3x3)."
     def __init__(self, cin:int, cout:int, stride:int, bottleneck:bool):
         super().__init__()
-        self.shortcut = _Shortcut(cin, cout, stride) if cin != cout or stride != 1 else nn.Identity()
+        self.shortcut = _ConvBN(cin, cout, 1, stride, relu=False) if cin != cout or stride != 1 else nn.Identity()   # 1x1 projection
         if bottleneck:
             r = cout // 4
             self.layer = nn.Sequential(_ConvBN(cin, r, 1), _ConvBN(r, r, 3, stride), _ConvBN(r, cout, 1, relu=False))
@@ -119,21 +112,15 @@ class ResNetTrunk(nn.Module):
         full, p = _hub_resnet(pretrained) if pretrained else (None, BACKBONES[name])
         bott, w = p['layer_type'] == 'bottleneck', [p['embedding_size'], *p['hidden_sizes']]
         self.embedder = _Stem(3, p['embedding_size'])
-        self.stages = nn.ModuleList(_Stage(w[i], w[i + 1], 1 if i == 0 else 2, d, bott) for i, d in enumerate(p['depths']))
+        down = [1, 2, 1 if stride == 8 else 2]   # stride 8: the third stage keeps the resolution (its weights are unchanged)
+        self.stages = nn.ModuleList(_Stage(w[i], w[i + 1], down[i], d, bott) for i, d in enumerate(p['depths']))
         if full is None:    # `transformers`' ResNet init, draw for draw: each convolution N(0, 0.02), then Kaiming-normal (fan-out)
             for m in self.modules():
                 if isinstance(m, nn.Conv2d):
                     nn.init.normal_(m.weight, 0.0, 0.02); nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-        else: self._load_hub(full)
-        if stride == 8:  # the third stage's first block keeps the resolution (its convolutions' weights are unchanged)
-            for m in self.stages[2].layers[0].modules():
-                if isinstance(m, nn.Conv2d) and m.stride != (1, 1): m.stride = (1, 1)
+        else: self.load_state_dict({k.removeprefix('encoder.'): v for k, v in full.state_dict().items() if k.startswith('embedder.')
+                                    or k.startswith('encoder.stages.') and int(k.split('.')[2]) < 3})
         self.out_channels = p['hidden_sizes'][-1]
-
-    def _load_hub(self, full):
-        sd = {k: v for k, v in full.state_dict().items() if k.startswith('embedder.')}
-        sd |= {k.removeprefix('encoder.'): v for k, v in full.state_dict().items() if k.split('.')[:2] == ['encoder', 'stages'] and int(k.split('.')[2]) < 3}
-        self.load_state_dict(sd)
 
     def forward(self, x): # (B,3,H,W) normalised images
         x = self._gray_stem(x[:, :1]) if x.shape[1] == 3 and x.stride(1) == 0 else self.embedder(x)

@@ -15,7 +15,7 @@ from .core import MedklipError
 
 # %% auto #0
 __all__ = ['BACKBONES', 'MedKLIPConfig', 'ResNetTrunk', 'DecoderLayer', 'Decoder', 'MedKLIP', 'heatmap_from_layers',
-           'count_parameters', 'upsample_heatmap', 'normalise', 'input_stats', 'preprocess']
+           'widen_queries', 'count_parameters', 'upsample_heatmap', 'normalise', 'input_stats', 'preprocess']
 
 # %% ../nbs/10_model.ipynb #843a0b01
 BACKBONES: dict[str, dict] = {
@@ -203,6 +203,16 @@ def heatmap_from_layers(ws:list, # per decoder layer: (B,Q,P) cross-attention we
                         layers:int|None=None): # average the last `layers` of them (None: all)
     "The heatmap (B,Q,P): the mean cross-attention of the last `layers` decoder layers."
     return torch.stack(ws[-layers:] if layers else ws).mean(0)
+
+def widen_queries(out:dict, # a forward's output over a subset of the entity queries
+                  index, # (E',) long tensor: the entity row of each query that ran
+                  n:int, # entities in the full table (75)
+                 ) -> dict:
+    "`out` with `logits`, `position` and `attn` placed at their entity rows of an `n`-entity table, zeros elsewhere (`feats` as is)."
+    def wide(t):
+        z = t.new_zeros((t.shape[0], n, *t.shape[2:]))
+        return z.index_copy(1, index, t)
+    return {k: wide(v) if k in ('logits', 'position', 'attn') else v for k, v in out.items()}
 
 def _init_weights(m):
     if isinstance(m, nn.Linear):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .core import MedklipError, InputError, atomic_write, save_json, seed_everything, load_params, parse_overrides, file_sha256, progress, check_params
 from .vocab import ENTITIES, POSITIONS, ENTITY_INDEX, POSITION_INDEX, vocab_hash
-from .model import MedKLIP, MedKLIPConfig, preprocess, normalise
+from .model import MedKLIP, MedKLIPConfig, preprocess, normalise, widen_queries
 from .losses import medklip_loss, flip_label_matrix, exist_from_matrix, AUX_LOSSES, METHOD_WEIGHTS, register_aux_loss, resolve_aux_losses, method_losses
 from .checkpoint import (save_checkpoint, save_final, load_checkpoint, read_checkpoint, load_knowledge, aspect_meta, _rng_state,
                                 _set_rng_state, _unwrap)
@@ -24,8 +24,8 @@ from .augment import rand_augment
 
 # %% auto #0
 __all__ = ['DEFAULTS', 'RUNTIME_SETTINGS', 'resolve_settings', 'run_settings', 'settings_diff', 'read_triplets', 'SplitData',
-           'make_synthetic_corpus', 'augment', 'lr_at', 'param_groups', 'epoch_order', 'existence_auc', 'gpu_paths',
-           'code_fingerprint', 'clean_debris', 'pretrain', 'pretrain_cli']
+           'query_index', 'make_synthetic_corpus', 'augment', 'lr_at', 'param_groups', 'epoch_order', 'existence_auc',
+           'gpu_paths', 'code_fingerprint', 'clean_debris', 'pretrain', 'pretrain_cli']
 
 # %% ../nbs/20_train.ipynb #10ca553e
 DEFAULTS: dict = dict(
@@ -34,7 +34,7 @@ DEFAULTS: dict = dict(
     num_negatives=7, temperature=1.0, seed=42, flip=True, crop_scale=[0.2, 1.0], jitter=0.1,
     compile=False, amp=True, checkpoint_every_steps=0, workers=2, max_steps=None, device=None, val_batch_size=64,
     val_every=1, threads=0, gkmvlp_weight=0.0, gkmvlp_attn_weight=0.0, medfilip_weight=0.0, aspect_weight=0.0,
-    randaugment_ops=2, randaugment_magnitude=7.0, log_every=10,
+    randaugment_ops=2, randaugment_magnitude=7.0, log_every=10, queries='all',
 )
 
 # What each setting may be: (kind, lower bound, upper bound); bounds are inclusive unless noted in `_OPEN`.
@@ -47,9 +47,9 @@ _RULES: dict = dict(
     amp=('bool', None, None), checkpoint_every_steps=('int', 0, None), workers=('int', 0, None), max_steps=('int?', 1, None),
     device=('str?', None, None), val_batch_size=('int', 1, None), val_every=('int', 1, None), threads=('int', 0, None),
     gkmvlp_weight=('float', 0, None), gkmvlp_attn_weight=('float', 0, None), medfilip_weight=('float', 0, None), aspect_weight=('float', 0, None),
-    randaugment_ops=('int', 0, 10), randaugment_magnitude=('float', 0, 10), log_every=('int', 1, None))
+    randaugment_ops=('int', 0, 10), randaugment_magnitude=('float', 0, 10), log_every=('int', 1, None), queries=('choice', None, None))
 _OPEN = {'lr', 'temperature'}     # strictly above the lower bound (and dropout strictly below 1)
-_CHOICES = dict(stride=[8, 16])
+_CHOICES = dict(stride=[8, 16], queries=['all', 'labelled'])
 
 def _choices(k) -> list:
     "The allowed values of a 'choice' setting (backbones come from the model's registry)."
@@ -166,6 +166,15 @@ class SplitData:
 
 
 
+def query_index(matrices:np.ndarray, # (N,51,75) label matrices of the training studies
+                mode:str='all', # `pretrain.queries`: 'all' or 'labelled'
+                where:str='the training split'):
+    "The entities that run as decoder queries in training: None for all 75; for 'labelled', those present or absent in some study (a long tensor)."
+    if mode == 'all': return None
+    idx = np.flatnonzero((matrices != -1).any((0, 1))) if len(matrices) else np.zeros(0, np.int64)
+    if len(idx) == 0: raise MedklipError(f"pretrain.queries=labelled: no entity is labelled in {where}; check the triplets or use queries: all")
+    return None if len(idx) == len(ENTITIES) else torch.from_numpy(idx.astype(np.int64))
+
 # %% ../nbs/20_train.ipynb #d23bc7f9
 def make_synthetic_corpus(root, # folder to write store/, triplets.jsonl and knowledge/ into
                           n:int=48, size:int=64, text_dim:int=32, seed:int=0,
@@ -277,7 +286,8 @@ def _host_floats(loss, parts:dict) -> tuple[float, dict]:
 
 # %% ../nbs/20_train.ipynb #b3488d39
 @torch.no_grad()
-def existence_auc(model, data:SplitData, entity_emb, image_size:int, mean:float, std:float, batch_size:int=64, device='cpu') -> dict:
+def existence_auc(model, data:SplitData, entity_emb, image_size:int, mean:float, std:float, batch_size:int=64, device='cpu',
+                  query_index=None) -> dict: # the entities run as decoder queries (`query_index`; None: all)
     "Per-entity and mean existence AUC of `model` on `data` (entities with both labels only)."
     from sklearn.metrics import roc_auc_score
     if len(data) == 0: return dict(mean_auc=float('nan'), per_entity={})
@@ -285,12 +295,14 @@ def existence_auc(model, data:SplitData, entity_emb, image_size:int, mean:float,
     scores, labels = [], []
     for i in range(0, len(data), batch_size):
         x, m = data.batch(np.arange(i, min(i + batch_size, len(data))))
-        out = model(preprocess(x.to(device), image_size, mean, std), entity_emb.to(device))
+        out = model(preprocess(x.to(device), image_size, mean, std), entity_emb.to(device) if query_index is None else entity_emb[query_index].to(device))
+        if query_index is not None: out = widen_queries(out, query_index, len(ENTITIES))
         scores.append(out['logits'].float().softmax(-1)[..., 1].cpu()); labels.append(exist_from_matrix(m))
     model.train(was)
     s, y = torch.cat(scores).numpy(), torch.cat(labels).numpy()
+    cols = range(y.shape[1]) if query_index is None else query_index.tolist()   # an entity that never ran as a query has no score
     per = {ENTITIES[j]: float(roc_auc_score(y[y[:, j] >= 0, j], s[y[:, j] >= 0, j]))
-           for j in range(y.shape[1]) if {0, 1} <= set(y[:, j].tolist())}
+           for j in cols if {0, 1} <= set(y[:, j].tolist())}
     return dict(mean_auc=float(np.mean(list(per.values()))) if per else float('nan'), per_entity=per)
 
 # %% ../nbs/20_train.ipynb #f47160f0
@@ -402,6 +414,7 @@ def pretrain(store, # image store folder (`medklip prepare`)
         raise MedklipError(f"{store}: {len(train)} labelled training images, fewer than one batch of {s['batch_size']}×{world}; lower batch_size")
     total = steps_per_epoch * s['epochs']
     kn = load_knowledge(knowledge)
+    qidx = query_index(train.matrices, s['queries'], f"the training split of {store}")
     mean, std = float(train.meta['mean']), float(train.meta['std'])
     config = MedKLIPConfig(backbone=s['backbone'], pretrained=s['pretrained'], image_size=s['image_size'], stride=s['stride'],
                            d_model=s['d_model'], layers=s['layers'], heads=s['heads'], ffn=s['ffn'], dropout=s['dropout'], text_dim=kn['entity_emb'].shape[1])
@@ -409,7 +422,8 @@ def pretrain(store, # image store folder (`medklip prepare`)
                 kb_hash=kn['kb_hash'], text_model=kn['model_name'], pooling=kn['pooling'], entity_emb=kn['entity_emb'],
                 position_emb=kn['position_emb'], extra_names=kn['extra_names'], extra_emb=kn['extra_emb'],
                 image_size=s['image_size'], mean=mean, std=std, store=Path(store).as_posix(), inputs=_input_fingerprint(store, triplets, kn),
-                settings=run_settings(s), methods=methods, **aspect_meta(kn))
+                settings=run_settings(s), methods=methods, **aspect_meta(kn),
+                **({} if qidx is None else dict(query_entities=[ENTITIES[i] for i in qidx.tolist()])))   # the decoder's context in training
     model = MedKLIP(config).to(device)
     if gpu_paths(device): model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(param_groups(model, s['weight_decay']), lr=s['lr'])
@@ -443,6 +457,8 @@ def pretrain(store, # image store folder (`medklip prepare`)
             _trim_live(live_dir, gstep)
             log(f"resumed from {ck_path} at epoch {epoch0} step {step0} (global step {gstep}), same settings and inputs")
     emb, pemb = kn['entity_emb'].to(device), kn['position_emb'].to(device)
+    qdev = None if qidx is None else qidx.to(device)
+    qemb = emb if qdev is None else emb[qdev]   # the entity queries that run (pretrain.queries)
     aspects = {k: kn[k].to(device) if torch.is_tensor(kn[k]) else kn[k] for k in ('aspect_emb', 'entity_aspects')}   # moved once, not each step
     net = model
     if world > 1:
@@ -496,12 +512,13 @@ def pretrain(store, # image store folder (`medklip prepare`)
             lr = lr_at(gstep, s, total)
             for pg in opt.param_groups: pg['lr'] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                o = net(x, emb)
+                o = net(x, qemb)
+            if qdev is not None: o = widen_queries(o, qdev, len(ENTITIES))   # the loss and methods see the 75-entity layout
             loss, parts = medklip_loss(o, m, pemb, s['num_negatives'], s['temperature'], g)
             if aux:
                 rows = torch.from_numpy(train.rows[which.numpy()])
                 batch = dict(images=x, labels=m, rows=rows, index=which, study=torch.from_numpy(train.study_of[which.numpy()]),
-                             theta=theta, flipped=flipped, store=train.store, entity_emb=emb, position_emb=pemb, epoch=epoch, step=step,
+                             theta=theta, flipped=flipped, store=train.store, entity_emb=emb, context_emb=qemb, position_emb=pemb, epoch=epoch, step=step,
                              text_model=kn['model_name'], pooling=kn['pooling'],   # the encoder the knowledge was embedded with
                              label_matrices=train.matrices, **aspects)   # every training study's (51,75) matrix (numpy)
                 for fn, w in aux:
@@ -541,7 +558,7 @@ def pretrain(store, # image store folder (`medklip prepare`)
         step0 = 0
         last = epoch + 1 == s['epochs']
         if rank == 0 and (last or (epoch + 1) % max(1, s['val_every']) == 0):
-            va = existence_auc(model, val, emb, s['image_size'], mean, std, s['val_batch_size'], device)
+            va = existence_auc(model, val, emb, s['image_size'], mean, std, s['val_batch_size'], device, qidx)
             summary.update(val_auc=va['mean_auc'], val_per_entity=va['per_entity'])
             log(f"epoch {epoch + 1}/{s['epochs']}: loss {summary['loss']:.4f}, val existence AUC {va['mean_auc']:.4f}, "
                 f"{gstep} steps, {time.time() - t0:.0f}s")

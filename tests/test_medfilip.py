@@ -193,6 +193,15 @@ def test_pretrain_logs_aux_medfilip(corpus, tmp_path):
     assert loss.bank.n_embedded == len(loss.bank) == 2     # effusion left and right, each embedded once
 
 
+def test_labelled_queries_with_medfilip(corpus, tmp_path):
+    "pretrain.queries=labelled composes with MedFILIP: its loss sees the 75-entity layout (queries that did not run are zeros) and trains."
+    register_medfilip(corpus/'knowledge', cache_dir=False)
+    seen = []
+    pretrain(corpus/'store', corpus/'triplets.jsonl', corpus/'knowledge', tmp_path, {**TINY, 'medfilip_weight': 1.0, 'queries': 'labelled'},
+             callbacks=[seen.append], log=lambda *a: None)
+    assert len(seen) == 3 and all(torch.isfinite(torch.tensor(x['aux_medfilip'])) and x['aux_medfilip'] > 0 for x in seen)
+
+
 def test_module_function_name_resolves():
     from medklip.losses import resolve_aux_losses
     import medklip.methods.medfilip as mf

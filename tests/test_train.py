@@ -315,3 +315,38 @@ def test_aspect_weight_needs_aspects_and_old_knowledge_still_loads(tmp_path):
     assert 'aspect_names' not in json.loads((tmp_path/'plain'/'meta.json').read_text()) and s['steps'] == 3
     with pytest.raises(MedklipError, match='no aspects'): _run(old, tmp_path/'asp', settings=dict(epochs=1, aspect_weight=1.0))
     with pytest.raises(MedklipError, match='aspect_weight'): T.resolve_settings(dict(aspect_weight=-1))
+
+
+def test_labelled_queries_train_only_labelled_entities_and_inference_uses_that_context(corpus, tmp_path):
+    "pretrain.queries=labelled: only entities labelled in training run as decoder queries; inference keeps that context and appends the rest."
+    import medklip
+    from medklip.model import widen_queries, preprocess as prep
+    seen = []
+    _run(corpus, tmp_path/'m', settings=dict(queries='labelled', aspect_weight=0.5), callbacks=[seen.append])
+    assert all(np.isfinite(i['loss']) for i in seen) and 'aux_aspects' in seen[0]
+    meta = json.loads((tmp_path/'m'/'meta.json').read_text())
+    assert meta['query_entities'] == ['effusion'] and meta['settings']['queries'] == 'labelled'
+    model, m2 = T.load_checkpoint(tmp_path/'m')
+    model.eval()
+    data = T.SplitData(corpus/'store', T.read_triplets(corpus/'triplets.jsonl'), 'validate')
+    u8 = data.batch(np.arange(len(data)))[0]
+    x = prep(u8, m2['image_size'], m2['mean'], m2['std'])
+    e, p = ENTITY_INDEX['effusion'], ENTITY_INDEX['pneumothorax']
+    emb = m2['entity_emb']
+    with torch.no_grad():
+        alone = model(x, emb[[e]])['logits'].softmax(-1)[..., 1]                 # the context training used
+        appended = model(x, emb[[e, p]])['logits'].softmax(-1)[..., 1]          # an entity outside it, appended alone
+        wide = widen_queries(model(x, emb[[e]]), torch.tensor([e]), 75)
+    assert wide['logits'].shape == (len(x), 75, 2) and torch.equal(wide['logits'][:, e], model(x, emb[[e]])['logits'][:, 0])
+    assert wide['logits'][:, p].abs().sum() == 0
+    got = medklip.load(tmp_path/'m').predict(list(u8.numpy()), ['effusion', 'pneumothorax'])
+    np.testing.assert_allclose(got['effusion'].to_numpy(), alone[:, 0].numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got['pneumothorax'].to_numpy(), appended[:, 1].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_labelled_queries_need_a_label(tmp_path):
+    c = T.make_synthetic_corpus(tmp_path/'c', n=24, size=48)
+    (c/'triplets.jsonl').write_text(''.join(json.dumps(dict(study_id=f's{i}', triplets=[])) + '\n' for i in range(24)))
+    with pytest.raises(MedklipError, match='queries=labelled: no entity is labelled'):
+        _run(c, tmp_path/'m', settings=dict(queries='labelled'))
+    assert T.query_index(np.full((2, 51, 75), -1, np.int8)) is None and T.query_index(np.zeros((2, 51, 75), np.int8), 'labelled') is None

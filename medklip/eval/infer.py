@@ -15,7 +15,7 @@ from ..vocab import ENTITIES, ENTITY_INDEX, vocab_hash
 
 # %% auto #0
 __all__ = ['PROMPTS', 'prompt_list', 'load_label_maps', 'Query', 'resolve_query', 'check_meta', 'load_model', 'query_embeddings',
-           'QuerySet', 'query_set', 'run_query_set', 'score_images', 'load_image_uint8']
+           'QuerySet', 'query_set', 'context_entities', 'run_query_set', 'score_images', 'load_image_uint8']
 
 # %% ../../nbs/31_eval.infer.ipynb #dedafc7a
 _norm = normalize_name
@@ -113,11 +113,11 @@ def query_embeddings(queries:list[Query], # queries to embed
 
 @dataclass
 class QuerySet:
-    "Queries ready to run under the convention: the trained entity queries always run; others are appended one at a time."
+    "Queries ready to run under the convention: the entity queries of training's context always run together; others are appended one at a time."
     queries: list           # the `Query`s asked for, in order
-    entity: object          # (75, D) tensor: every trained entity query
-    extra: object           # (K, D) tensor: the distinct out-of-vocabulary / free-text queries
-    cols: list              # per asked query: its column in [75 entities, K extras, A aspects]; a tuple of aspect columns for 'aspects' queries
+    entity: object          # (E, D) tensor: the entity queries that ran together in training (all 75 unless it used `pretrain.queries: labelled`)
+    extra: object           # (K, D) tensor: the distinct other queries (entities outside that context, out-of-vocabulary names, free text)
+    cols: list              # per asked query: its column in [E entities, K extras, A aspects]; a tuple of aspect columns for 'aspects' queries
     aspect: object = None   # (A, D) tensor: the aspect queries, run together after the entity queries (None: no aspects query)
     aspect_names: list = None # 'type: value' of each aspect row
 
@@ -145,17 +145,34 @@ def query_set(queries:list[Query], # queries to score
               embed=None,          # fn(texts) -> (N, D) tensor; default: the checkpoint's text encoder
               kb=None,             # knowledge base for aspect phrases the checkpoint lacks (default: packaged)
              ) -> QuerySet:
-    "Embed `queries` once for `score_images`: entity queries map to their trained row, aspects to the aspect block, the rest become extras."
+    "Embed `queries` once for `score_images`: entity queries of training's context map to their row, aspects to the aspect block, the rest become extras."
     import torch
-    ent = torch.as_tensor(np.asarray(meta['entity_emb'], np.float32))
+    table = torch.as_tensor(np.asarray(meta['entity_emb'], np.float32))
+    ctx = context_entities(meta)
+    row = {e: i for i, e in enumerate(ctx)}
+    ent = table[torch.as_tensor(ctx, dtype=torch.long)] if len(ctx) < len(table) else table
+    outside = list(dict.fromkeys(ENTITY_INDEX[q.target] for q in queries if q.kind == 'entity' and ENTITY_INDEX[q.target] not in row))
     texts = list(dict.fromkeys(q.text for q in queries if q.kind not in ('entity', 'aspects')))
-    extra = query_embeddings([Query(t, '', 'text', t) for t in texts], meta, embed) if texts else ent[:0]
+    embedded = query_embeddings([Query(t, '', 'text', t) for t in texts], meta, embed) if texts else table[:0]
+    extra = torch.cat([table[outside], embedded]) if outside else embedded   # an entity outside the context keeps its stored embedding
     asked = list(dict.fromkeys(a for q in queries if q.kind == 'aspects' for a in q.aspects))
     names, aspect = _aspect_block(asked, meta, embed, kb) if asked else ([], None)
-    base = len(ent) + len(texts)
-    cols = [ENTITY_INDEX[q.target] if q.kind == 'entity' else tuple(base + names.index(a) for a in q.aspects) if q.kind == 'aspects'
-            else len(ent) + texts.index(q.text) for q in queries]
-    return QuerySet(list(queries), ent, extra, cols, aspect, names)
+    base = len(ent) + len(outside) + len(texts)
+    def col(q):
+        if q.kind == 'aspects': return tuple(base + names.index(a) for a in q.aspects)
+        if q.kind == 'entity':
+            e = ENTITY_INDEX[q.target]
+            return row[e] if e in row else len(ent) + outside.index(e)
+        return len(ent) + len(outside) + texts.index(q.text)
+    return QuerySet(list(queries), ent, extra, [col(q) for q in queries], aspect, names)
+
+def context_entities(meta:dict) -> list[int]:
+    "Entity rows that ran together as decoder queries in training: meta's `query_entities` (`pretrain.queries: labelled`), else all."
+    names = meta.get('query_entities')
+    if not names: return list(range(len(meta['entity_emb'])))
+    unknown = [n for n in names if n not in ENTITY_INDEX]
+    if unknown: raise MedklipError(f"checkpoint meta: query_entities {unknown[:3]} are not vocabulary entities; the checkpoint is damaged or from another vocabulary")
+    return [ENTITY_INDEX[n] for n in names]
 
 # %% ../../nbs/31_eval.infer.ipynb #a6c87ac0
 def _decode(model, tgt, mem, hw):

@@ -26,10 +26,10 @@ def aspect_targets(exist, # (B, 75) entity existence labels 1/0/-1 (`exist_from_
 # %% ../../nbs/15_methods.aspects.ipynb #c3f2e4f6
 def decode_aspects(model, # a `MedKLIP` (its decoder and heads are shared by every query)
                    feats, # (B, P, d) patch features (the forward's `feats`)
-                   entity_emb, # (75, D) entity query embeddings
+                   entity_emb, # (E, D) the entity queries that run with them (all 75, or training's `query_entities`)
                    aspect_emb, # (A, D) aspect phrase embeddings
                   ) -> torch.Tensor: # (B, A, 2) existence logits of the aspect queries
-    "Aspect queries appended to the 75 entity queries in one decoder pass over the image's patches; the aspects' logits."
+    "Aspect queries appended to the entity queries in one decoder pass over the image's patches; the aspects' logits."
     dt = feats.dtype
     with torch.autocast(feats.device.type, dtype=dt, enabled=dt in (torch.float16, torch.bfloat16)):
         q = model.disease_embedding_layer(torch.cat([entity_emb, aspect_emb.to(entity_emb)]).to(feats.device))
@@ -44,7 +44,7 @@ def aspect_loss(batch:dict, out:dict, model) -> tuple[str, torch.Tensor]:
                            "with a knowledge base that has an `aspects:` section (the packaged one does), or set aspect_weight: 0")
     feats = out['feats']
     target = aspect_targets(exist_from_matrix(batch['labels']), batch['entity_aspects'].to(feats.device))
-    logits = decode_aspects(model, feats, batch['entity_emb'], A.to(feats.device))
+    logits = decode_aspects(model, feats, batch.get('context_emb', batch['entity_emb']), A.to(feats.device))   # after the entity queries that ran
     return 'aspects', existence_loss(logits, target)
 
 register_aux_loss('aspects', aspect_loss)

@@ -113,16 +113,16 @@ def run_one(a, base:dict, G:dict, W:dict, arm:str, seed:int) -> dict:
     from medklip.eval.grounding import ground_cli
     s = dict(base, **arm_weights(arm, a.gkmvlp, a.gkmvlp_attn, a.medfilip, a.aspect), seed=seed, threads=1)
     if a.epochs: s['epochs'] = a.epochs
-    out = Path(W['work'])/f'{arm}_s{seed}'
+    out = Path(W['work'])/(f'{arm}_s{seed}' + ('' if a.split == 'test' else f'_{a.split}'))
     if a.reuse and (out/'run.json').exists(): return json.loads((out/'run.json').read_text())   # finished earlier with the same inputs
     if out.exists(): shutil.rmtree(out)
     t = time.time()
     pretrain(W['store'], W['triplets'], W['knowledge'], out/'model', s, log=lambda m: None)
     secs = time.time() - t
     zs, gr = out/'zeroshot.json', out/'grounding.json'
-    zeroshot_cli(['--checkpoint', str(out/'model'), '--dataset', 'demo', '--root', W['demo'], '--split', 'test', '--val-split', 'validate',
+    zeroshot_cli(['--checkpoint', str(out/'model'), '--dataset', 'demo', '--root', W['demo'], '--split', a.split, '--val-split', 'validate',
                   '--prompt', 'all', '--n-boot', str(a.n_boot), '--seed', '0', '--batch-size', '32', '--out', str(zs), '--scores', str(out/'scores.csv')])
-    ground_cli(['--checkpoint', str(out/'model'), '--dataset', 'demo', '--root', W['demo'], '--split', 'test',
+    ground_cli(['--checkpoint', str(out/'model'), '--dataset', 'demo', '--root', W['demo'], '--split', a.split,
                 '--raw-threshold', str(G['raw_threshold']), '--norm-threshold', str(G['norm_threshold']), '--tolerance', str(G['tolerance']),
                 '--out', str(gr)])
     r = dict(world=W['name'], arm=arm, seed=seed, train_s=round(secs, 1), dir=str(out), **headline(json.loads(zs.read_text()), json.loads(gr.read_text())))
@@ -275,6 +275,8 @@ def main():
     p.add_argument('--medfilip', type=float, default=1.); p.add_argument('--aspect', type=float, default=1.)
     p.add_argument('--reuse', action='store_true', help="keep runs that finished in WORK before (their run.json) instead of retraining")
     p.add_argument('--n-boot', type=int, default=1000, dest='n_boot')
+    p.add_argument('--split', default='test', choices=['test', 'validate'],
+                   help="split scored (validate: for choosing world parameters; thresholds then come from validate too)")
     p.add_argument('--analysis', action='store_true', help="also print where the unseen findings' queries land among the seen ones")
     p.add_argument('--set', nargs='+', default=[], metavar='KEY=VALUE', help="override pretrain settings (YAML values), e.g. batch_size=8 for a tiny smoke test")
     a = p.parse_args()

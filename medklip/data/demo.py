@@ -19,8 +19,9 @@ from ..core import MedklipError, resource_path, save_json, load_params
 from ..vocab import ENTITIES, POSITIONS
 
 # %% auto #0
-__all__ = ['CHEXPERT_COLUMNS', 'FORMAT_VERSION', 'demo_spec', 'demo_findings', 'unseen_finding', 'DemoParams', 'draw_geometry',
-           'anatomy_map', 'render_image', 'write_report', 'read_manifest', 'generate_demo', 'demo_data_cli']
+__all__ = ['CHEXPERT_COLUMNS', 'FORMAT_VERSION', 'WORLDS', 'demo_spec', 'demo_findings', 'unseen_finding', 'DemoParams',
+           'draw_geometry', 'anatomy_map', 'render_image', 'write_report', 'read_manifest', 'generate_demo',
+           'demo_data_cli']
 
 # %% ../../nbs/04_data.demo.ipynb #ef41b6e5
 CHEXPERT_COLUMNS = ['Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Enlarged Cardiomediastinum', 'Fracture',
@@ -28,22 +29,32 @@ CHEXPERT_COLUMNS = ['Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'En
                     'Pneumothorax', 'Support Devices']
 FORMAT_VERSION = 5
 
+WORLDS = {'classic': 'demo_findings.yaml', 'compositional': 'demo_world.yaml'}
+
 @lru_cache(None)
-def demo_spec() -> dict:
-    "The demo findings, positions, anatomy regions and report phrasing (`resources/demo_findings.yaml`)."
+def demo_spec(world:str='classic') -> dict:
+    """The demo findings, positions, anatomy regions and report phrasing of a world: 'classic' (`resources/demo_findings.yaml`,
+    8 findings with their own phrasing) or 'compositional' (`resources/demo_world.yaml`: findings composed from one attribute
+    vocabulary, generic phrasing; regions, base positions and normal phrasing from the classic file)."""
+    if world not in WORLDS: raise MedklipError(f"unknown demo world {world!r}; known: {', '.join(WORLDS)}")
     spec = yaml.safe_load(resource_path('demo_findings.yaml').read_text())
+    if world != 'classic':
+        w = yaml.safe_load(resource_path(WORLDS[world]).read_text())
+        spec['positions'] = {**spec['positions'], **w.get('positions', {})}
+        spec.update({k: w[k] for k in ('findings', 'negated_together', 'words', 'templates')})
+    spec['world'] = world
     spec['regions'] = {int(k): v for k, v in spec['regions'].items()}
     spec['region_id'] = {v: k for k, v in spec['regions'].items()}
     return spec
 
-def demo_findings(seen:bool|None=None) -> list[str]:
+def demo_findings(seen:bool|None=None, world:str='classic') -> list[str]:
     "Names of the demo findings in column order (only the seen or only the unseen ones when asked)."
-    f = demo_spec()['findings']
+    f = demo_spec(world)['findings']
     return [k for k, v in f.items() if seen is None or bool(v.get('unseen')) != seen]
 
-def unseen_finding() -> str:
-    "The finding that no report names (held out for zero-shot evaluation)."
-    return demo_findings(seen=False)[0]
+def unseen_finding(world:str='classic') -> str:
+    "The (first) finding that no report names (held out for zero-shot evaluation)."
+    return demo_findings(seen=False, world=world)[0]
 
 # %% ../../nbs/04_data.demo.ipynb #28dbd552
 @dataclass
@@ -65,6 +76,8 @@ class DemoParams:
     missed_rate: float = .08                  # chance a drawn seen finding goes unmentioned in its report (label noise)
     hedge_rate: float = .1                    # chance a clearly drawn seen finding is reported hedged (uncertain) all the same
     mimic_rate: float = .06                   # chance an image shows a skin fold: a thin white line over an upper lung, the classic pneumothorax mimic
+    world: str = 'classic'                    # which findings: 'classic' (8 seen, 1 unseen) or 'compositional' (27 seen, 4 unseen, one attribute vocabulary)
+    exposure: float = 1.                      # spread of the per-image exposure (gamma, contrast, brightness, gradient): 1 as drawn so far, 0 none
 
     def __post_init__(self):
         for k in ('studies_per_patient', 'size', 'split_fractions', 'contrast'):
@@ -79,10 +92,17 @@ class DemoParams:
             raise MedklipError(f"demo_data.split_fractions must be three positive numbers (train, validate, test), got {self.split_fractions}")
         if not 0 < self.contrast[0] <= self.contrast[1]: raise MedklipError(f"demo_data.contrast must be 0 < min ≤ max, got {self.contrast}")
         if not 0 <= self.noise <= .2: raise MedklipError(f"demo_data.noise must lie in [0, 0.2], got {self.noise}")
+        if self.world not in WORLDS: raise MedklipError(f"demo_data.world must be one of {', '.join(WORLDS)}, got {self.world!r}")
+        if not 0 <= self.exposure <= 2: raise MedklipError(f"demo_data.exposure must lie in [0, 2], got {self.exposure}")
         for k in ('normal_rate', 'faint_rate', 'unseen_rate', 'negation_rate', 'missed_rate', 'hedge_rate', 'mimic_rate'):
             if not 0 <= getattr(self, k) <= 1: raise MedklipError(f"demo_data.{k} must lie in [0, 1], got {getattr(self, k)}")
 
-    def to_dict(self) -> dict: return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+    def to_dict(self) -> dict:
+        "The parameters as plain values; `world` and `exposure` only where they differ from the classic world's (so its manifests are unchanged)."
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        if d['world'] == 'classic': del d['world']
+        if d['exposure'] == 1.: del d['exposure']
+        return d
 
     @classmethod
     def from_dict(cls, d:dict, where='demo_data'):
@@ -165,9 +185,9 @@ def _pleural_line(u, v, g, side:str, shrink:float, drop:float, h:int, top:float)
 
 
 # %% ../../nbs/04_data.demo.ipynb #7f9436cf
-def _allowed(anat, position:str) -> np.ndarray:
+def _allowed(anat, position:str, world:str='classic') -> np.ndarray:
     "Pixels of the anatomy regions a finding at `position` may cover."
-    s = demo_spec(); return np.isin(anat, [s['region_id'][r] for r in s['positions'][position]['regions']])
+    s = demo_spec(world); return np.isin(anat, [s['region_id'][r] for r in s['positions'][position]['regions']])
 
 def _pick_centre(rng, allowed, margin_px:float):
     "A random pixel of `allowed` at least `margin_px` from its border (the deepest pixel if none is that deep)."
@@ -228,12 +248,13 @@ def _base_image(rng, u, v, g, h, w, anat):
         img -= .22*_disk(u, v, cu, _dome(np.float32(cu), g, 'left') + .075, .03, h/w)*body
     return img, lungs
 
-def _finish(rng, img, h, noise:float=.02):
-    "Blur, exposure (gamma, contrast, brightness, a soft left-right gradient) and quantum noise; returns uint8."
+def _finish(rng, img, h, noise:float=.02, exposure:float=1.):
+    "Blur, exposure (gamma, contrast, brightness, a soft left-right gradient; `exposure` scales their spread) and quantum noise; returns uint8."
     img = ndimage.gaussian_filter(img, rng.uniform(.5, .9)*h/256)
-    img = np.clip(img, 0, 1)**rng.uniform(.75, 1.35)
-    ramp = np.linspace(-1, 1, img.shape[1], dtype=np.float32)[None]*rng.uniform(-.04, .04)
-    img = (img - .5)*rng.uniform(.8, 1.2) + .5 + rng.uniform(-.08, .08) + ramp
+    sp = (lambda val, mid: val) if exposure == 1 else (lambda val, mid: mid + exposure*(val - mid))   # 1: exactly as drawn so far
+    img = np.clip(img, 0, 1)**sp(rng.uniform(.75, 1.35), 1.05)
+    ramp = np.linspace(-1, 1, img.shape[1], dtype=np.float32)[None]*sp(rng.uniform(-.04, .04), 0.)
+    img = (img - .5)*sp(rng.uniform(.8, 1.2), 1.) + .5 + sp(rng.uniform(-.08, .08), 0.) + ramp
     img += rng.normal(0, noise*rng.uniform(.6, 1.4), img.shape)
     return (np.clip(img, 0, 1)*255 + .5).astype(np.uint8)
 
@@ -312,6 +333,145 @@ def _draw_finding(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, s
     else: raise MedklipError(f"unknown demo finding {name!r}; known: {demo_findings()}")
     return m, attrs
 
+# %% ../../nbs/04_data.demo.ipynb #c0a1e5d2
+_AMP = {'opacity': 1., 'lucency': -.8, 'calcified': 1.5}    # signed strength of each density (lucency subtracts)
+
+def _lines(u, v, segs, width, asp):
+    "Pixels within `width` (width units) of any of the segments [(p0, p1), ...]."
+    return np.min([_segment_dist(u, v, p0, p1, asp) for p0, p1 in segs], axis=0) < width
+
+def _draw_composed(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, scale:float=1., world:str='compositional'):
+    """Add one finding of a compositional world to `img` (in place, additively) from its attributes alone: density sets the
+    sign and strength, shape the primitive (round, patchy, linear, crescent, meniscus, hazy, wide), place where it is anchored,
+    size its extent and margin its edge blur; returns its boolean mask and report attributes. Two findings with the same
+    attributes would look the same: the world gives each seen finding its own combination (tested)."""
+    spec = demo_spec(world); a = spec['findings'][name]['attributes']
+    dens, shape, place, big = a['density'], a['shape'], a['place'], a.get('size') == 'large'
+    allowed, k, asp = _allowed(anat, position, world), (.55 if faint else 1.)*scale*_AMP[dens], h/w
+    side = spec['positions'][position]['side']
+    sides = ['right', 'left'] if side == 'both' else [side] if side in ('right', 'left') else []
+    blur = (.6 if a.get('margin', 'sharp') == 'sharp' else 1.8)*h/256
+    soft = lambda m, sig=blur: ndimage.gaussian_filter(m.astype(np.float32), sig)
+    tex = lambda sig=1.5: .75 + .25*np.clip(ndimage.gaussian_filter(rng.standard_normal(u.shape), sig*h/256)*4, -1, 1)
+    body = np.abs(u - .5) < .45
+    attrs = dict(size=a.get('size', 'small'))
+    hilum = lambda sd: (.5 + (-1 if sd == 'right' else 1)*(g['lung_off'] - .1), g['hilum_y'])
+    m = np.zeros(u.shape, bool)
+    if shape == 'round':
+        r = rng.uniform(.055, .075) if big else rng.uniform(.022, .032)
+        cy, cx = _pick_centre(rng, allowed, .8*r*w)
+        m = _disk(u, v, u[cy, cx], v[cy, cx], r, asp, lobes=.1 if big else 0., phase=rng.uniform(0, 6.3))
+        m &= allowed if place != 'heart' else body
+        img += k*(.36 if big else .46)*soft(m)
+        attrs['cm'] = f"{2*r*35:.1f}"
+    elif shape == 'patchy':
+        cy, cx = _pick_centre(rng, allowed, .03*w)
+        blob, lo, hi = np.zeros_like(u), *((.03, .045) if big else (.018, .026))
+        for _ in range(3):
+            ou, ov = rng.normal(0, .6*lo, 2)
+            sig = rng.uniform(lo, hi)
+            blob += np.exp(-((u - u[cy, cx] - ou)**2 + ((v - v[cy, cx] - ov)*asp)**2)/(2*sig**2))
+        m = allowed & (blob > .6)
+        img += k*.44*soft(m)*tex()
+    elif shape == 'linear':
+        wd = rng.uniform(.004, .006) if dens == 'calcified' else rng.uniform(.007, .012)
+        segs = []
+        if place == 'base':                       # a near-horizontal band in a lower lung
+            for sd in sides:
+                zone = allowed & (anat == spec['region_id'][f'{sd}_lower_lung'])
+                cy, cx = _pick_centre(rng, zone, .02*w)
+                ln, ang = rng.uniform(.06, .09), np.deg2rad(rng.uniform(-20, 20))
+                segs.append(((u[cy, cx] - ln*np.cos(ang), v[cy, cx] - ln*np.sin(ang)/asp), (u[cy, cx] + ln*np.cos(ang), v[cy, cx] + ln*np.sin(ang)/asp)))
+            wd *= 1.4
+        elif place == 'hilum':                    # several lines radiating from the hila
+            for sd in sides:
+                hx, hy = hilum(sd); sg = -1 if sd == 'right' else 1
+                for ang in rng.uniform(-60, 60, 4):
+                    t = np.deg2rad(ang); ln = rng.uniform(.05, .08)
+                    segs.append(((hx, hy), (hx + sg*ln*np.cos(t), hy + ln*np.sin(t)/asp)))
+        elif place == 'mediastinum':              # a central venous catheter: from the upper chest wall down into the mediastinum
+            sg = 1 if rng.random() < .5 else -1
+            p0, p1 = (.5 + sg*rng.uniform(.2, .28), rng.uniform(.1, .14)), (.5 + sg*.03, rng.uniform(.2, .24))
+            segs = [(p0, p1), (p1, (.5 + sg*.02, rng.uniform(.36, .42)))]
+        elif place == 'heart':                    # a pacer lead: from a left upper generator down into the heart
+            p0, p1 = (.5 + rng.uniform(.2, .26), rng.uniform(.12, .16)), (.5 + .02, rng.uniform(.3, .34))
+            segs = [(p0, p1), (p1, (.5 + rng.uniform(.06, .1), g['heart_y'] + rng.uniform(0, .06)))]
+        elif place == 'below the diaphragm':      # an enteric tube: down the midline, its tip in the stomach
+            sx = .5 + g['lung_off'] - .02
+            p1 = (.5 + .005, g['heart_y'] + .05)
+            segs = [((.5, .03), p1), (p1, (sx, g['dome_l'] + rng.uniform(.06, .09)))]
+        else:                                     # a short oblique line across a rib at the lateral chest wall (a fracture)
+            cy, cx = _pick_centre(rng, allowed, .015*w)
+            sg = -1 if side == 'right' else 1
+            c0 = (u[cy, cx] + sg*rng.uniform(.02, .05), v[cy, cx]); ln, t = rng.uniform(.025, .04), np.deg2rad(rng.uniform(40, 70))
+            segs = [((c0[0] - ln*np.cos(t), c0[1] - ln*np.sin(t)/asp), (c0[0] + ln*np.cos(t), c0[1] + ln*np.sin(t)/asp))]
+            wd *= 1.3
+        m = _lines(u, v, segs, wd, asp) & (lungs | body)
+        if dens != 'calcified': m &= allowed if place != 'hilum' else lungs
+        img += k*(.34 if dens != 'calcified' else .42)*soft(m)
+    elif shape == 'crescent':
+        if place == 'below the diaphragm':        # a thin curved band just under a dome
+            _, _, c = _lung(u, v, g, side); d = _dome(u, g, side)
+            t0, cc, wc = rng.uniform(.02, .03), c + rng.normal(0, .02), g['lung_hw']*rng.uniform(.6, .8)
+            m = allowed & (v > d + .008) & (v < d + .008 + t0*np.clip(1 - ((u - cc)/wc)**2, 0, 1))
+            img += k*.36*soft(m)
+        else:                                     # a band along the edge of the lung: its top (apex) or its lateral wall (mid zone)
+            lung, _, c = _lung(u, v, g, side)
+            e = rng.random()
+            shrink, drop = ((.13 + .17*e, .04 + .06*e) if big else (.05 + .03*e, .02 + .015*e)) if place == 'apex' else (.10 + .05*e, 0.)
+            collapsed, edge = _pleural_line(u, v, g, side, shrink, drop, h, .42)
+            m = allowed & lung & ~collapsed
+            if place != 'apex': m &= (u - c)*(-1 if side == 'right' else 1) > 0
+            img += k*(.2 if dens == 'lucency' else .3)*soft(m)
+            if dens == 'lucency': img += (.55 if faint else 1.)*scale*.11*soft(edge & (ndimage.binary_dilation(m, iterations=2)), .5*h/256)
+    elif shape == 'meniscus':                     # a curved upper edge, higher laterally, at the base
+        for sd in sides:
+            _, _, c = _lung(u, v, g, sd)
+            lat = np.clip((u - c)*(-1 if sd == 'right' else 1)/g['lung_hw'], -1, 1)
+            frac = rng.uniform(.16, .28) if big else rng.uniform(.07, .11) if len(sides) > 1 else rng.uniform(.04, .07)
+            top = g['dome_r' if sd == 'right' else 'dome_l'] - frac*.6 - .03*(lat + 1)**2
+            ms = allowed & (v > top) & (np.abs(u - c) < 2*g['lung_hw'])
+            if not big and len(sides) == 1: ms &= (lat > 0)          # only the angle
+            img += k*.26*soft(ms)*(.55 + .45*np.clip((v - top)/(frac*.6 + .05), 0, 1))*lungs
+            m |= ms
+        attrs['size'] = 'large' if big else 'small'
+    elif shape == 'hazy':                         # a faint diffuse veil around its place
+        sig = rng.uniform(.09, .12) if big else rng.uniform(.06, .08)
+        if place == 'hilum': ctrs = [hilum(sd) for sd in ('right', 'left')]
+        else:
+            ctrs = []
+            for sd in (sides or ['right', 'left']):
+                zone = allowed & (anat > 0) & lungs
+                ys, xs = np.nonzero(zone & (u < .5 if sd == 'right' else u >= .5))
+                if len(ys): i = rng.integers(len(ys)); ctrs.append((u[ys[i], xs[i]], v[ys[i], xs[i]]))
+        haze = np.zeros_like(u)
+        for cu, cv in ctrs: haze = np.maximum(haze, np.exp(-((u - cu)**2 + ((v - cv)*.8)**2)/(2*sig**2)))
+        m = allowed & (haze > .45)
+        img += k*(.24 if big else .2)*haze*ndimage.gaussian_filter(lungs.astype(np.float32), h/256)*tex(3.)
+    elif shape == 'wide':
+        if place == 'heart':                      # drawn by `render_image` with a larger cardiothoracic ratio
+            m = anat == spec['region_id']['heart_size']
+            attrs['size'] = 'mild' if g['ctr'] < .56 else 'moderate' if g['ctr'] < .61 else 'severe'
+        elif place == 'mediastinum':              # both mediastinal edges pushed out into the upper lungs
+            wd = rng.uniform(.03, .05)
+            m = (np.abs(u - .5) < .075 + wd) & (v > .08) & (v < g['hilum_y'] + .02) & lungs
+            img += k*.36*soft(m)
+        elif place == 'hilum':                    # a larger, denser hilum
+            for sd in sides:
+                hx, hy = hilum(sd)
+                m |= _disk(u, v, hx, hy, rng.uniform(.045, .06), asp) & body
+            img += k*.3*soft(m)
+        elif dens == 'lucency':                   # a large gas-filled stomach under the left dome
+            cu = .5 + g['lung_off'] - .02; r = rng.uniform(.06, .085)
+            m = _disk(u, v, cu + rng.normal(0, .01), _dome(np.float32(cu), g, 'left') + r*.9, r, asp) & body & (v > _dome(u, g, 'left'))
+            img += k*.36*soft(m)
+        else:                                     # a raised dome: lung above it becomes abdomen
+            rise = rng.uniform(.05, .09); lung, _, c = _lung(u, v, g, side)
+            m = lung & (v > _dome(u, g, side) - rise*np.clip(1 - ((u - c)/(1.2*g['lung_hw']))**2, 0, 1))
+            img += k*.34*soft(m)
+    else: raise MedklipError(f"demo world {world!r}: finding {name!r} has unknown shape {shape!r}")
+    return m, attrs
+
 # %% ../../nbs/04_data.demo.ipynb #8ddc5088
 _DRAW_ORDER = ['cardiomegaly', 'effusion', 'consolidation', 'atelectasis', 'nodule', 'mass', 'edema', 'pneumothorax', 'pneumoperitoneum']
 
@@ -329,6 +489,8 @@ def render_image(rng:np.random.Generator, # draws everything random about this i
                  contrast:tuple=(1., 1.), # min, max amplitude multiplier drawn per finding
                  noise:float=.02,         # typical quantum noise standard deviation
                  mimic:float=0.,          # chance of a skin fold (a pneumothorax mimic), drawn with or without findings
+                 world:str='classic',     # which findings (`demo_spec`)
+                 exposure:float=1.,       # spread of the per-image exposure (`_finish`)
                 ) -> tuple:
     "Draw one radiograph; returns (uint8 image, uint8 anatomy map, [dict(finding, position, faint, mask, **attrs)])."
     g = dict(g, angle=g['angle'] + rng.uniform(-1, 1))
@@ -336,13 +498,14 @@ def render_image(rng:np.random.Generator, # draws everything random about this i
     u, v = _grid(h, w, g['angle'])
     anat = anatomy_map(u, v, g)
     img, lungs = _base_image(rng, u, v, g, h, w, anat)
-    drawn = []
-    for name, pos, faint in sorted(findings, key=lambda f: _DRAW_ORDER.index(f[0])):
+    drawn, order = [], _DRAW_ORDER if world == 'classic' else demo_findings(world=world)
+    for name, pos, faint in sorted(findings, key=lambda f: order.index(f[0])):
         scale = float(rng.uniform(*contrast)) if contrast[0] < contrast[1] else float(contrast[0])
-        m, attrs = _draw_finding(rng, name, pos, faint, img, u, v, g, anat, lungs, h, w, scale)
+        if world == 'classic': m, attrs = _draw_finding(rng, name, pos, faint, img, u, v, g, anat, lungs, h, w, scale)
+        else: m, attrs = _draw_composed(rng, name, pos, faint, img, u, v, g, anat, lungs, h, w, scale, world)
         if m.sum() >= 12: drawn.append(dict(finding=name, position=pos, faint=faint, mask=m, **attrs))
     if rng.random() < mimic: _skin_fold(rng, img, u, v, g, h, float(rng.uniform(*contrast)))
-    return _finish(rng, img, h, noise), anat, drawn
+    return _finish(rng, img, h, noise, exposure), anat, drawn
 
 # %% ../../nbs/04_data.demo.ipynb #649ea95f
 def _pick(rng, options, position=None):
@@ -351,49 +514,75 @@ def _pick(rng, options, position=None):
     o = options[rng.integers(len(options))]
     return (o['text'], o.get('chexpert', {})) if isinstance(o, dict) else (o, {})
 
-def _fill(text:str, position:str, attrs:dict, rng) -> str:
+def _fill(text:str, position:str, attrs:dict, rng, world:str='classic') -> str:
     "Fill a template's fields from the finding's position and attributes."
-    p = demo_spec()['positions'][position]
+    p = demo_spec(world)['positions'][position]
     where = p['text'][rng.integers(len(p['text']))]
     f = dict(side=p['side'], where=where, size=attrs.get('size', 'small'), cm=attrs.get('cm', ''))
     f.update({k.capitalize(): str(val)[:1].upper() + str(val)[1:] for k, val in f.items()})
     out = text.format(**f)
     return out[:1].upper() + out[1:]
 
+_LUNG_PLACES = {'apex', 'upper zone', 'mid zone', 'base', 'hilum'}
+
+def _templates(rng, spec:dict, name:str, kind:str, position:str) -> tuple:
+    """One (template, CheXpert labels) of `kind` ('present', 'uncertain', 'negated', 'impression') for a finding: its own
+    phrasing (classic world), else the world's generic templates with one of its terms and words for its attributes."""
+    f = spec['findings'][name]
+    if kind in f: return _pick(rng, f[kind], position)
+    t = spec['templates']
+    opts = t.get(f"{kind}_unlocated", t[kind]) if f.get('located', True) is False else t[kind]
+    text = opts[rng.integers(len(opts))]
+    term = f['terms'][rng.integers(len(f['terms']))]
+    wd, a = spec['words'], f['attributes']
+    one = lambda xs: xs[rng.integers(len(xs))]
+    desc = f"{one(wd['density'][a['density']])} {one(wd['shape'][a['shape']])} {one(wd['noun'][a['shape']])}"
+    return text.replace('{term}', term).replace('{Term}', term[:1].upper() + term[1:]).replace('{desc}', desc), {}
+
 def write_report(rng:np.random.Generator, # draws the phrasing
                  drawn:list,              # findings drawn in the image (dicts from `render_image`)
                  negation_rate:float=.6,  # chance each absent seen finding is negated explicitly
                  missed_rate:float=0.,    # chance each drawn seen finding goes unmentioned (a missed finding)
                  hedge_rate:float=0.,     # chance a clearly drawn finding is reported hedged all the same
+                 world:str='classic',     # which findings and phrasing (`demo_spec`)
                 ) -> tuple:
-    "A free-text report (FINDINGS:/IMPRESSION:) and its CheXpert labels {column: 1/0/-1} for one study."
-    spec, fs = demo_spec(), demo_spec()['findings']
+    """A free-text report (FINDINGS:/IMPRESSION:) and its CheXpert labels {column: 1/0/-1} for one study; each drawn
+    dict gets `reported`: 'present', 'uncertain', 'missed' or 'never' (an unseen finding)."""
+    spec = demo_spec(world); fs = spec['findings']
     chex, sent, imp = {}, [], []
+    for d in drawn: d['reported'] = 'never' if fs[d['finding']].get('unseen') else 'missed'
     present = [d for d in drawn if not fs[d['finding']].get('unseen') and not (missed_rate > 0 and rng.random() < missed_rate)]
     for d in present:
         f = fs[d['finding']]
         unsure = (d['faint'] and rng.random() < .7) or (hedge_rate > 0 and rng.random() < hedge_rate)
-        text, extra = _pick(rng, f['uncertain' if unsure else 'present'], d['position'])
-        sent.append(_fill(text, d['position'], d, rng))
+        d['reported'] = 'uncertain' if unsure else 'present'
+        text, extra = _templates(rng, spec, d['finding'], 'uncertain' if unsure else 'present', d['position'])
+        sent.append(_fill(text, d['position'], d, rng, world))
         val = -1 if unsure else 1
-        chex[f['chexpert']] = max(chex.get(f['chexpert'], -1), val)      # two lesions: a stated one wins
+        if f.get('chexpert'): chex[f['chexpert']] = max(chex.get(f['chexpert'], -1), val)      # two lesions: a stated one wins
         for k, x in extra.items(): chex.setdefault(k, x)
-        if unsure: imp.append('Possible ' + _fill(_pick(rng, f['impression'], d['position'])[0], d['position'], d, rng).lower().rstrip('.') + '.')
+        if unsure: imp.append('Possible ' + _fill(_templates(rng, spec, d['finding'], 'impression', d['position'])[0], d['position'], d, rng, world).lower().rstrip('.') + '.')
         else:
-            t, extra = _pick(rng, f['impression'], d['position']); imp.append(_fill(t, d['position'], d, rng))
+            t, extra = _templates(rng, spec, d['finding'], 'impression', d['position']); imp.append(_fill(t, d['position'], d, rng, world))
             for k, x in extra.items(): chex.setdefault(k, x)
     names = {d['finding'] for d in present}
-    absent = [k for k in demo_findings(seen=True) if k not in names and rng.random() < negation_rate]
+    absent = [k for k in demo_findings(seen=True, world=world) if k not in names and rng.random() < negation_rate]
     for grp in spec['negated_together']:
         if set(grp['findings']) <= set(absent) and rng.random() < .6:
             sent.append(grp['text'][rng.integers(len(grp['text']))]); absent = [a for a in absent if a not in grp['findings']]
-            for k in grp['findings']: chex.setdefault(fs[k]['chexpert'], 0)
+            for k in grp['findings']:
+                if fs[k].get('chexpert'): chex.setdefault(fs[k]['chexpert'], 0)
     for k in absent:
-        sent.append(_pick(rng, fs[k]['negated'])[0]); chex.setdefault(fs[k]['chexpert'], 0)
+        sent.append(_fill(_templates(rng, spec, k, 'negated', fs[k]['positions'][0])[0], fs[k]['positions'][0], {}, rng, world) if world != 'classic'
+                    else _pick(rng, fs[k]['negated'])[0])
+        if fs[k].get('chexpert'): chex.setdefault(fs[k]['chexpert'], 0)
     nm = spec['normal']
-    parenchymal = names & {'consolidation', 'nodule', 'mass', 'edema', 'atelectasis'}
+    if world == 'classic': parenchymal, central = names & {'consolidation', 'nodule', 'mass', 'edema', 'atelectasis'}, 'cardiomegaly' in names
+    else:
+        parenchymal = {k for k in names if fs[k]['attributes']['place'] in _LUNG_PLACES and fs[k]['attributes']['density'] != 'calcified'}
+        central = any(fs[k]['attributes']['place'] in ('heart', 'mediastinum', 'hilum') for k in names)
     if not parenchymal: sent.insert(0, nm['lungs'][rng.integers(len(nm['lungs']))])
-    if 'cardiomegaly' not in names and rng.random() < .7: sent.append(nm['heart'][rng.integers(len(nm['heart']))])
+    if not central and rng.random() < .7: sent.append(nm['heart'][rng.integers(len(nm['heart']))])
     if rng.random() < .5: sent.append(nm['bones'][rng.integers(len(nm['bones']))])
     order = rng.permutation(len(sent)) if rng.random() < .3 else np.arange(len(sent))
     if not imp: imp = [nm['impression'][rng.integers(len(nm['impression']))]]
@@ -413,8 +602,8 @@ def _ids(seed:int, pi:int, si:int):
 
 def _draw_findings(rng, p:DemoParams, split:str) -> list:
     "The (finding, position, faint) drawn for one study: independent picks, then the companions they bring (`cooccur`)."
-    fs = demo_spec()['findings']
-    seen = demo_findings(seen=True)
+    fs = demo_spec(p.world)['findings']
+    seen = demo_findings(seen=True, world=p.world)
     out = []
     if rng.random() >= p.normal_rate:
         wts = np.array([fs[k].get('weight', 1.) for k in seen]); n = int(rng.integers(1, p.max_findings + 1))
@@ -426,14 +615,15 @@ def _draw_findings(rng, p:DemoParams, split:str) -> list:
             faint = fs[k].get('faint', True) and rng.random() < p.faint_rate
             out.append((k, str(rng.choice(fs[k]['positions'])), bool(faint)))
     if split != 'train' and rng.random() < p.unseen_rate:
-        k = unseen_finding(); out.append((k, str(rng.choice(fs[k]['positions'])), bool(rng.random() < p.faint_rate)))
+        unseen = demo_findings(seen=False, world=p.world)
+        k = unseen[0] if len(unseen) == 1 else str(rng.choice(unseen)); out.append((k, str(rng.choice(fs[k]['positions'])), bool(rng.random() < p.faint_rate)))
     return out
 
 def _save_png(a, path): Image.fromarray(a).save(path, format='PNG')
 
 def _generate(root:Path, p:DemoParams) -> dict:
     "Write the whole corpus under `root` (a fresh folder); returns the manifest."
-    spec, names = demo_spec(), demo_findings()
+    spec, names = demo_spec(p.world), demo_findings(world=p.world)
     rs = np.random.default_rng(p.seed)
     fr = np.array(p.split_fractions)/sum(p.split_fractions)
     n_val, n_test = max(1, round(fr[1]*p.n_patients)), max(1, round(fr[2]*p.n_patients))
@@ -447,8 +637,8 @@ def _generate(root:Path, p:DemoParams) -> dict:
             rng = np.random.default_rng([p.seed, pi, si + 1])
             subject, study, dicom = _ids(p.seed, pi, si)
             h, w = (int(x) for x in rng.integers(p.size[0], p.size[1] + 1, 2))
-            img, anat, drawn = render_image(rng, h, w, g, _draw_findings(rng, p, splits[pi]), p.contrast, p.noise, p.mimic_rate)
-            report, chex = write_report(rng, drawn, p.negation_rate, p.missed_rate, p.hedge_rate)
+            img, anat, drawn = render_image(rng, h, w, g, _draw_findings(rng, p, splits[pi]), p.contrast, p.noise, p.mimic_rate, p.world, p.exposure)
+            report, chex = write_report(rng, drawn, p.negation_rate, p.missed_rate, p.hedge_rate, p.world)
             rel = Path(f"files/p{str(subject)[:2]}/p{subject}/s{study}")
             (root/rel).mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(root/rel/f"{dicom}.jpg", format='JPEG', quality=p.jpeg_quality)
@@ -468,7 +658,8 @@ def _generate(root:Path, p:DemoParams) -> dict:
                 ys, xs = np.nonzero(d['mask'])
                 mrel = f"demo/masks/{dicom}__{d['finding']}.png"
                 _save_png(d['mask'].astype(np.uint8)*255, root/mrel)
-                reported = 'never' if demo_spec()['findings'][d['finding']].get('unseen') else 'uncertain' if chex.get(demo_spec()['findings'][d['finding']]['chexpert']) == -1 else 'present'
+                reported = (d['reported'] if p.world != 'classic' else 'never' if spec['findings'][d['finding']].get('unseen')
+                            else 'uncertain' if chex.get(spec['findings'][d['finding']]['chexpert']) == -1 else 'present')
                 find_rows.append(dict(dicom_id=dicom, study_id=study, finding=d['finding'], position=d['position'],
                                       x0=int(xs.min()), y0=int(ys.min()), x1=int(xs.max()) + 1, y1=int(ys.max()) + 1, mask=mrel,
                                       subject_id=subject, split=splits[pi], faint=int(d['faint']), area=int(d['mask'].sum()), reported=reported))
@@ -480,8 +671,8 @@ def _generate(root:Path, p:DemoParams) -> dict:
     labels = pd.DataFrame(label_rows, columns=['dicom_id', 'study_id', 'split', *names]); labels.to_csv(root/'demo/labels.csv', index=False)
     save_json({str(k): v for k, v in spec['regions'].items()}, root/'demo/anatomy_regions.json')
     manifest = dict(format='medklip-demo-cxr', version=FORMAT_VERSION, seed=p.seed, params=p.to_dict(),
-                    findings=names, seen_findings=demo_findings(seen=True), unseen_finding=unseen_finding(),
-                    unseen_findings=demo_findings(seen=False), n_patients=p.n_patients, n_studies=len(meta), n_images=len(meta),
+                    findings=names, seen_findings=demo_findings(seen=True, world=p.world), unseen_finding=unseen_finding(p.world),
+                    unseen_findings=demo_findings(seen=False, world=p.world), **({} if p.world == 'classic' else dict(world=p.world)), n_patients=p.n_patients, n_studies=len(meta), n_images=len(meta),
                     split_counts={s: int((labels.split == s).sum()) for s in ('train', 'validate', 'test')},
                     finding_counts={k: {s: int(labels.loc[labels.split == s, k].sum()) for s in ('train', 'validate', 'test')} for k in names},
                     position_regions={k: [spec['region_id'][r] for r in v['regions']] for k, v in spec['positions'].items()},

@@ -452,9 +452,13 @@ def _draw_composed(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, 
         if place == 'heart':                      # drawn by `render_image` with a larger cardiothoracic ratio
             m = anat == spec['region_id']['heart_size']
             attrs['size'] = 'mild' if g['ctr'] < .56 else 'moderate' if g['ctr'] < .61 else 'severe'
-        elif place == 'mediastinum':              # both mediastinal edges pushed out into the upper lungs
+        elif place == 'mediastinum' and big:      # both mediastinal edges pushed out into the upper lungs
             wd = rng.uniform(.03, .05)
             m = (np.abs(u - .5) < .075 + wd) & (v > .08) & (v < g['hilum_y'] + .02) & lungs
+            img += k*.36*soft(m)
+        elif place == 'mediastinum':              # a bulging aortic knob: the left upper mediastinal contour
+            r = rng.uniform(.035, .05)
+            m = _disk(u, v, .5 + .075 + rng.uniform(0, .015), rng.uniform(.17, .22), r, asp) & lungs & (u > .5)
             img += k*.36*soft(m)
         elif place == 'hilum':                    # a larger, denser hilum
             for sd in sides:

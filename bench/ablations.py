@@ -4,6 +4,10 @@
         [--arms plain gkmvlp medfilip aspects all] [--jobs 2] [--epochs N] [--params params.yaml] [--reuse] [--analysis] \
         [--set batch_size=8 ...]
 
+Scoring on validate: `--split validate` scores on the validate split instead of test (for choosing world parameters and
+the default arm; thresholds also come from validate). With --reuse, models trained earlier in WORK are scored again
+without retraining, so one ablation gives both tables: run it, then rerun it with `--split validate --reuse`.
+
 Smoke test on tiny worlds (minutes on one core; the numbers mean nothing):
 
     .venv/bin/python bench/ablations.py --world-seeds 0 1 --demo-patients 30 --demo-size 64 --seeds 0 --epochs 1 \
@@ -113,20 +117,24 @@ def run_one(a, base:dict, G:dict, W:dict, arm:str, seed:int) -> dict:
     from medklip.eval.grounding import ground_cli
     s = dict(base, **arm_weights(arm, a.gkmvlp, a.gkmvlp_attn, a.medfilip, a.aspect), seed=seed, threads=1)
     if a.epochs: s['epochs'] = a.epochs
-    out = Path(W['work'])/(f'{arm}_s{seed}' + ('' if a.split == 'test' else f'_{a.split}'))
-    if a.reuse and (out/'run.json').exists(): return json.loads((out/'run.json').read_text())   # finished earlier with the same inputs
-    if out.exists(): shutil.rmtree(out)
-    t = time.time()
-    pretrain(W['store'], W['triplets'], W['knowledge'], out/'model', s, log=lambda m: None)
-    secs = time.time() - t
-    zs, gr = out/'zeroshot.json', out/'grounding.json'
+    out = Path(W['work'])/f'{arm}_s{seed}'
+    sfx = '' if a.split == 'test' else f'_{a.split}'                 # one model, scored on the test split and (--split validate) on validate
+    runf = out/f'run{sfx}.json'
+    if a.reuse and runf.exists(): return json.loads(runf.read_text())   # finished earlier with the same inputs
+    if a.reuse and (out/'model'/'model.safetensors').exists() and (out/'train_s').exists(): secs = float((out/'train_s').read_text())
+    else:
+        if out.exists(): shutil.rmtree(out)
+        t = time.time()
+        pretrain(W['store'], W['triplets'], W['knowledge'], out/'model', s, log=lambda m: None)
+        secs = time.time() - t; (out/'train_s').write_text(f"{secs:.1f}")
+    zs, gr = out/f'zeroshot{sfx}.json', out/f'grounding{sfx}.json'
     zeroshot_cli(['--checkpoint', str(out/'model'), '--dataset', 'demo', '--root', W['demo'], '--split', a.split, '--val-split', 'validate',
-                  '--prompt', 'all', '--n-boot', str(a.n_boot), '--seed', '0', '--batch-size', '32', '--out', str(zs), '--scores', str(out/'scores.csv')])
+                  '--prompt', 'all', '--n-boot', str(a.n_boot), '--seed', '0', '--batch-size', '32', '--out', str(zs), '--scores', str(out/f'scores{sfx}.csv')])
     ground_cli(['--checkpoint', str(out/'model'), '--dataset', 'demo', '--root', W['demo'], '--split', a.split,
                 '--raw-threshold', str(G['raw_threshold']), '--norm-threshold', str(G['norm_threshold']), '--tolerance', str(G['tolerance']),
                 '--out', str(gr)])
-    r = dict(world=W['name'], arm=arm, seed=seed, train_s=round(secs, 1), dir=str(out), **headline(json.loads(zs.read_text()), json.loads(gr.read_text())))
-    (out/'run.json').write_text(json.dumps(r))
+    r = dict(world=W['name'], arm=arm, seed=seed, split=a.split, train_s=round(secs, 1), dir=str(out), scores=str(out/f'scores{sfx}.csv'), **headline(json.loads(zs.read_text()), json.loads(gr.read_text())))
+    runf.write_text(json.dumps(r))
     return r
 
 
@@ -156,7 +164,7 @@ def pooled_difference(runs:list[dict], prompt:str, n_boot:int=1000, seed:int=0) 
     import pandas as pd
     point, boot = [], []
     for i, r in enumerate(runs):
-        df = pd.read_csv(Path(r['dir'])/'scores.csv')
+        df = pd.read_csv(r.get('scores') or Path(r['dir'])/'scores.csv')
         per_run_point, per_run_boot = [], []
         for f in r['unseen']:
             cols = [f'label:{f}', f'score:{f}:name', f'score:{f}:{prompt}']
@@ -234,7 +242,7 @@ def landing(W:dict, run:dict, k:int=3) -> str:
     from medklip.text.knowledge import load_knowledge
     from medklip.eval.infer import resolve_query
     man, ke, kb = read_manifest(W['demo']) or {}, load_knowledge_embeddings(W['knowledge']), load_knowledge()
-    df = pd.read_csv(Path(run['dir'])/'scores.csv')
+    df = pd.read_csv(run.get('scores') or Path(run['dir'])/'scores.csv')
     seen = [f for f in man.get('seen_findings', []) if f'score:{f}:description' in df]
     unit = lambda v: torch.nn.functional.normalize(torch.as_tensor(v, dtype=torch.float32), dim=-1)
     def emb(f, prompt):

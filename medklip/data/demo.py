@@ -343,11 +343,12 @@ def _lines(u, v, segs, width, asp):
 def _draw_composed(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, scale:float=1., world:str='compositional'):
     """Add one finding of a compositional world to `img` (in place, additively) from its attributes alone: density sets the
     sign and strength, shape the primitive (round, patchy, linear, crescent, meniscus, hazy, wide), place where it is anchored,
-    size its extent and margin its edge blur; returns its boolean mask and report attributes. Two findings with the same
+    size its extent, margin its edge blur and `gain` its visibility; returns its boolean mask and report attributes. Two findings with the same
     attributes would look the same: the world gives each seen finding its own combination (tested)."""
     spec = demo_spec(world); a = spec['findings'][name]['attributes']
     dens, shape, place, big = a['density'], a['shape'], a['place'], a.get('size') == 'large'
-    allowed, k, asp = _allowed(anat, position, world), (.55 if faint else 1.)*scale*_AMP[dens], h/w
+    gain = float(spec['findings'][name].get('gain', 1.))                  # the finding's own visibility (world file)
+    allowed, k, asp = _allowed(anat, position, world), (.55 if faint else 1.)*scale*_AMP[dens]*gain, h/w
     side = spec['positions'][position]['side']
     sides = ['right', 'left'] if side == 'both' else [side] if side in ('right', 'left') else []
     blur = (.6 if a.get('margin', 'sharp') == 'sharp' else 1.8)*h/256
@@ -423,7 +424,7 @@ def _draw_composed(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, 
             m = allowed & lung & ~collapsed
             if place != 'apex': m &= (u - c)*(-1 if side == 'right' else 1) > 0
             img += k*(.2 if dens == 'lucency' else .3)*soft(m)
-            if dens == 'lucency': img += (.55 if faint else 1.)*scale*.11*soft(edge & (ndimage.binary_dilation(m, iterations=2)), .5*h/256)
+            if dens == 'lucency': img += (.55 if faint else 1.)*scale*gain*.11*soft(edge & (ndimage.binary_dilation(m, iterations=2)), .5*h/256)
     elif shape == 'meniscus':                     # a curved upper edge, higher laterally, at the base
         for sd in sides:
             _, _, c = _lung(u, v, g, sd)

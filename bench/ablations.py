@@ -37,7 +37,9 @@ issue 19's criterion. The last output line is one JSON object with every run. --
 --analysis adds, per world, a small table for each unseen finding: where its description query and its
 aspects query land among the seen findings. It shows the cosine similarity of the query embeddings (aspects:
 the mean of its aspect phrase embeddings) and of the model's per-image score vectors on the test split, and
-names the three nearest seen findings of each.
+names the three nearest seen findings of each. A second table asks, per unseen finding and each of its aspects,
+whether that aspect's query fires on the unseen finding's images (AUROC) as it does on the images of the seen
+findings that carry the aspect (`aspect_transfer`): composition needs both.
 
 Arms (weights settable with --gkmvlp, --gkmvlp-attn, --medfilip, --aspect): plain = every method weight 0;
 gkmvlp = gkmvlp_weight 0.5 + gkmvlp_attn_weight 0.5 (the demo default); medfilip = medfilip_weight 1;
@@ -267,6 +269,56 @@ def landing(W:dict, run:dict, k:int=3) -> str:
     return '\n'.join(lines)
 
 
+def aspect_aurocs(lab, S, names:list, asp:dict, seen:list, unseen:list) -> list[dict]:
+    """Rows of `aspect_transfer`: `lab` a DataFrame of 0/1 labels (a column per finding), `S` (n_images, len(names)) scores of
+    the aspect queries `names`, `asp` {finding: its aspects}. Positives: the unseen finding's images without a seen carrier
+    of the aspect, or a seen carrier's images without the unseen finding; negatives: images with no finding that carries it."""
+    from sklearn.metrics import roc_auc_score
+    def auc(pos, neg, s):
+        y = np.r_[np.ones(pos.sum()), np.zeros(neg.sum())]
+        return roc_auc_score(y, np.r_[s[pos], s[neg]]) if pos.sum() and neg.sum() else float('nan')
+    out = []
+    for f in unseen:
+        for a in asp.get(f, ()):
+            j, carriers = names.index(a), [g for g in seen if a in asp.get(g, ())]
+            has = lab[[g for g in seen + unseen if a in asp.get(g, ())]].to_numpy().max(1) == 1
+            sc = lab[carriers].to_numpy().max(1) == 1 if carriers else np.zeros(len(lab), bool)
+            pu, ps = (lab[f].to_numpy() == 1) & ~sc, sc & (lab[f].to_numpy() != 1)   # one kind of carrier each, never both
+            out.append(dict(finding=f, aspect=a, carriers=carriers, unseen_auroc=auc(pu, ~has, S[:, j]), n_unseen=int(pu.sum()),
+                            seen_auroc=auc(ps, ~has, S[:, j]), n_seen=int(ps.sum())))
+    return out
+
+
+def aspect_transfer(W:dict, run:dict, split:str='test') -> str:
+    """Per unseen finding and each of its aspects: does that aspect's query fire on the unseen finding's images? AUROC of the
+    aspect query's score with the unseen finding's images as positives (those without a seen finding that carries the
+    aspect), and, for comparison, with the images of the seen findings that carry the aspect as positives (without the
+    unseen finding); negatives in both are the images with no finding (seen or unseen) that carries it. An aspect detector that learned the attribute scores both high; one that learned its seen carriers'
+    looks scores only the second (markdown)."""
+    import pandas as pd, torch
+    from medklip.data.demo import read_manifest
+    from medklip.eval.infer import Query, load_model, query_set, resolve_query, score_images
+    from medklip.text.knowledge import load_knowledge
+    man, kb = read_manifest(W['demo']) or {}, load_knowledge()
+    seen, unseen = man.get('seen_findings', []), man.get('unseen_findings', [])
+    asp = {f: q.aspects for f in seen + unseen if (q := resolve_query(f, 'demo', 'aspects', kb)) is not None and q.kind == 'aspects'}
+    idx = pd.read_csv(Path(W['store'])/'index.csv'); idx = idx[idx.split == split]
+    lab = pd.read_csv(Path(W['demo'])/'demo'/'labels.csv').set_index('dicom_id').loc[idx.image_id]
+    names = sorted({a for f in unseen for a in asp.get(f, ())})
+    if not names: return ''
+    model, meta = load_model(Path(run['dir'])/'model')
+    qs = query_set([Query(n, '', 'aspects', n, 'aspects', (n,)) for n in names], meta, kb=kb)   # each aspect alone (its own geometric mean)
+    ims = np.load(Path(W['store'])/'images.npy', mmap_mode='r')
+    torch.set_num_threads(1)
+    S = np.concatenate([score_images(model, np.asarray(ims[idx.row.to_numpy()[i:i + 64]]), qs, meta)[0] for i in range(0, len(idx), 64)])
+    lines = [f"world {W['name']}, run {run['arm']} seed {run['seed']}, {split} split: each unseen finding's aspect queries, AUROC on the unseen "
+             f"finding's images vs on the images of the seen findings that carry the aspect (each without the other; negatives: images with no finding that carries it)",
+             '| unseen finding | aspect | on the unseen finding (n) | on its seen carriers (n) | seen carriers |', '|---|---|---|---|---|']
+    for r in aspect_aurocs(lab, S, names, asp, seen, unseen):
+        lines.append(f"| {r['finding']} | {r['aspect']} | {r['unseen_auroc']:.3f} ({r['n_unseen']}) | {r['seen_auroc']:.3f} ({r['n_seen']}) | {', '.join(r['carriers'])} |")
+    return '\n'.join(lines)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--demo', default=str(REPO/'data'/'demo'), help='demo corpus (medklip demo-data); ignored with --world-seeds')
@@ -320,6 +372,7 @@ def main():
             rs = [r for r in runs if r['world'] == W['name']]
             best = next((r for r in rs if r['arm'] == 'aspects'), rs[0])
             print(); print(landing(W, best))
+            print(); print(aspect_transfer(W, best, a.split))
     print(json.dumps(dict(epochs=a.epochs or base.get('epochs'), worlds=[W['name'] for W in worlds], seeds=a.seeds, pooled=res, runs=runs)))
 
 

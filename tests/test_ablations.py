@@ -47,3 +47,20 @@ def test_pooled_difference(ab, tmp_path):
     assert ab.pooled_difference([dict(runs[0], unseen={'u1': {}})], 'aspects', n_boot=0) == dict(value=pytest.approx(one), ci=None, n_runs=1, n_pairs=1)
     txt, res = ab.pooled_table(runs, 50)
     assert '| aspects | aspects | 3 | 6 |' in txt and res['aspects']['aspects']['ci'][0] > 0
+
+
+def test_aspect_aurocs(ab):
+    "An aspect detector that fires on its seen carriers but not on the unseen finding: high seen AUROC, chance unseen AUROC."
+    rng = np.random.default_rng(0); n = 400
+    lab = pd.DataFrame({f: (rng.random(n) < 0.2).astype(int) for f in ('s1', 's2', 'u')})
+    asp = {'s1': ('density: lucency', 'place: apex'), 's2': ('density: lucency',), 'u': ('density: lucency', 'place: below')}
+    names = ['density: lucency', 'place: apex', 'place: below']
+    carried = lambda a: lab[[f for f in asp if a in asp[f]]].to_numpy().max(1)
+    S = np.stack([rng.random(n) + 2 * ((lab.s1 + lab.s2) > 0), rng.random(n), rng.random(n) + 2 * lab.u], 1)
+    rows = {r['aspect']: r for r in ab.aspect_aurocs(lab, S, names, asp, ['s1', 's2'], ['u'])}
+    assert set(rows) == {'density: lucency', 'place: below'} and rows['density: lucency']['carriers'] == ['s1', 's2']
+    lu = rows['density: lucency']
+    assert lu['seen_auroc'] > 0.95 and 0.35 < lu['unseen_auroc'] < 0.65          # learned the carriers, not the attribute
+    assert lu['n_unseen'] == int(((lab.u == 1) & (lab.s1 + lab.s2 == 0)).sum()) and lu['n_seen'] == int(((carried('density: lucency') == 1) & (lab.u == 0)).sum())
+    below = rows['place: below']                                                   # no seen carrier: seen AUROC undefined
+    assert below['carriers'] == [] and below['n_seen'] == 0 and np.isnan(below['seen_auroc']) and below['unseen_auroc'] > 0.95

@@ -131,7 +131,8 @@ def run_one(a, base:dict, G:dict, W:dict, arm:str, seed:int) -> dict:
         secs = time.time() - t; (out/'train_s').write_text(f"{secs:.1f}")
     zs, gr = out/f'zeroshot{sfx}.json', out/f'grounding{sfx}.json'
     zeroshot_cli(['--checkpoint', str(out/'model'), '--dataset', 'demo', '--root', W['demo'], '--split', a.split, '--val-split', 'validate',
-                  '--prompt', 'all', '--n-boot', str(a.n_boot), '--seed', '0', '--batch-size', '32', '--out', str(zs), '--scores', str(out/f'scores{sfx}.csv')])
+                  '--prompt', 'all', '--n-boot', str(a.n_boot), '--seed', '0', '--batch-size', '32', '--out', str(zs), '--scores', str(out/f'scores{sfx}.csv'),
+                  '--kb-file', a.kb_file])
     ground_cli(['--checkpoint', str(out/'model'), '--dataset', 'demo', '--root', W['demo'], '--split', a.split,
                 '--raw-threshold', str(G['raw_threshold']), '--norm-threshold', str(G['norm_threshold']), '--tolerance', str(G['tolerance']),
                 '--out', str(gr)])
@@ -236,14 +237,14 @@ def pooled_table(runs:list[dict], n_boot:int) -> tuple[str, dict]:
     return '\n'.join(lines), res
 
 
-def landing(W:dict, run:dict, k:int=3) -> str:
+def landing(W:dict, run:dict, k:int=3, kb_file:str='') -> str:
     "Where each unseen finding's description and aspects queries land among the seen findings: query-embedding and score-vector cosine (markdown)."
     import pandas as pd, torch
     from medklip.data.demo import read_manifest
     from medklip.text.embed import load_knowledge_embeddings
     from medklip.text.knowledge import load_knowledge
     from medklip.eval.infer import resolve_query
-    man, ke, kb = read_manifest(W['demo']) or {}, load_knowledge_embeddings(W['knowledge']), load_knowledge()
+    man, ke, kb = read_manifest(W['demo']) or {}, load_knowledge_embeddings(W['knowledge']), load_knowledge(kb_file or None)
     df = pd.read_csv(run.get('scores') or Path(run['dir'])/'scores.csv')
     seen = [f for f in man.get('seen_findings', []) if f'score:{f}:description' in df]
     unit = lambda v: torch.nn.functional.normalize(torch.as_tensor(v, dtype=torch.float32), dim=-1)
@@ -289,7 +290,7 @@ def aspect_aurocs(lab, S, names:list, asp:dict, seen:list, unseen:list) -> list[
     return out
 
 
-def aspect_transfer(W:dict, run:dict, split:str='test') -> str:
+def aspect_transfer(W:dict, run:dict, split:str='test', kb_file:str='') -> str:
     """Per unseen finding and each of its aspects: does that aspect's query fire on the unseen finding's images? AUROC of the
     aspect query's score with the unseen finding's images as positives (those without a seen finding that carries the
     aspect), and, for comparison, with the images of the seen findings that carry the aspect as positives (without the
@@ -299,7 +300,7 @@ def aspect_transfer(W:dict, run:dict, split:str='test') -> str:
     from medklip.data.demo import read_manifest
     from medklip.eval.infer import Query, load_model, query_set, resolve_query, score_images
     from medklip.text.knowledge import load_knowledge
-    man, kb = read_manifest(W['demo']) or {}, load_knowledge()
+    man, kb = read_manifest(W['demo']) or {}, load_knowledge(kb_file or None)
     seen, unseen = man.get('seen_findings', []), man.get('unseen_findings', [])
     asp = {f: q.aspects for f in seen + unseen if (q := resolve_query(f, 'demo', 'aspects', kb)) is not None and q.kind == 'aspects'}
     idx = pd.read_csv(Path(W['store'])/'index.csv'); idx = idx[idx.split == split]
@@ -342,6 +343,7 @@ def main():
     a = p.parse_args()
     from medklip.core import load_params, parse_overrides
     P = load_params(a.params)
+    a.kb_file = str((P.get('knowledge') or {}).get('kb_file') or '')   # the knowledge file training embedded is the one zero-shot asks by
     base = {k: v for k, v in {**(P.get('pretrain') or {}), **parse_overrides(a.set)}.items() if k not in METHOD_KEYS}
     G = P.get('grounding') or {}
     G = dict(raw_threshold=G.get('raw_threshold', .008), norm_threshold=G.get('norm_threshold', .5), tolerance=G.get('tolerance', 0))
@@ -371,8 +373,8 @@ def main():
         for W in worlds:
             rs = [r for r in runs if r['world'] == W['name']]
             best = next((r for r in rs if r['arm'] == 'aspects'), rs[0])
-            print(); print(landing(W, best))
-            print(); print(aspect_transfer(W, best, a.split))
+            print(); print(landing(W, best, kb_file=a.kb_file))
+            print(); print(aspect_transfer(W, best, a.split, a.kb_file))
     print(json.dumps(dict(epochs=a.epochs or base.get('epochs'), worlds=[W['name'] for W in worlds], seeds=a.seeds, pooled=res, runs=runs)))
 
 

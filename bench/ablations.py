@@ -162,30 +162,41 @@ def headline(z:dict, g:dict) -> dict:
 
 
 def pooled_difference(runs:list[dict], prompt:str, n_boot:int=1000, seed:int=0) -> dict:
-    "Mean paired AUROC difference (prompt − name) over unseen findings × runs, and its bootstrap 95 % CI (images resampled within each run)."
+    """Mean paired AUROC difference (prompt − name) over unseen findings × runs, and its bootstrap 95 % CI (images resampled
+    within each run); the prompt's own pooled AUROC with the same draws (`auroc`, `auroc_ci`); and a CI with the runs as
+    the random unit (`run_ci`: Student t over the per-run mean differences, which the image bootstrap leaves out)."""
     from medklip.eval.metrics import weighted_auroc, bootstrap_weights, percentile_ci
     import pandas as pd
-    point, boot = [], []
+    point, boot, apoint, aboot = [], [], [], []
     for i, r in enumerate(runs):
         df = pd.read_csv(r.get('scores') or Path(r['dir'])/'scores.csv')
-        per_run_point, per_run_boot = [], []
+        per_run_point, per_run_boot, per_run_auc, per_run_aboot = [], [], [], []
         for f in r['unseen']:
             cols = [f'label:{f}', f'score:{f}:name', f'score:{f}:{prompt}']
             if not all(c in df for c in cols): continue
             d = df[cols].dropna(); y = d[cols[0]].to_numpy()
             if len(set(y.tolist())) < 2: continue
             sn, sk = d[cols[1]].to_numpy(), d[cols[2]].to_numpy()
-            per_run_point.append(float(weighted_auroc(sk, y)[0] - weighted_auroc(sn, y)[0]))
+            ak = float(weighted_auroc(sk, y)[0])
+            per_run_point.append(ak - float(weighted_auroc(sn, y)[0])); per_run_auc.append(ak)
             if n_boot:
                 w = np.concatenate(list(bootstrap_weights(len(y), n_boot, seed + i)))   # the same draws for both prompts of a run
-                per_run_boot.append(weighted_auroc(sk, y, w) - weighted_auroc(sn, y, w))
+                bk = weighted_auroc(sk, y, w)
+                per_run_boot.append(bk - weighted_auroc(sn, y, w)); per_run_aboot.append(bk)
         if per_run_point:
-            point.append(per_run_point)
-            if n_boot: boot.append(np.stack(per_run_boot))   # (findings, n_boot)
-    if not point: return dict(value=None, ci=None, n_runs=0, n_pairs=0)
+            point.append(per_run_point); apoint.append(per_run_auc)
+            if n_boot: boot.append(np.stack(per_run_boot)); aboot.append(np.stack(per_run_aboot))   # (findings, n_boot)
+    if not point: return dict(value=None, ci=None, n_runs=0, n_pairs=0, auroc=None, auroc_ci=None, run_ci=None)
     value = float(np.mean([x for p in point for x in p]))
     ci = percentile_ci(np.nanmean(np.concatenate(boot), 0)) if n_boot else None   # per draw: mean over findings and runs
-    return dict(value=value, ci=ci, n_runs=len(point), n_pairs=sum(len(p) for p in point))
+    auroc = float(np.mean([x for p in apoint for x in p]))
+    auroc_ci = percentile_ci(np.nanmean(np.concatenate(aboot), 0)) if n_boot else None
+    per_run = np.array([np.mean(p) for p in point]); run_ci = None
+    if len(per_run) > 1:
+        from scipy.stats import t
+        h = float(t.ppf(.975, len(per_run) - 1) * per_run.std(ddof=1) / np.sqrt(len(per_run)))
+        run_ci = [float(per_run.mean() - h), float(per_run.mean() + h)]
+    return dict(value=value, ci=ci, n_runs=len(point), n_pairs=sum(len(p) for p in point), auroc=auroc, auroc_ci=auroc_ci, run_ci=run_ci)
 
 
 def ms(xs) -> str:
@@ -225,15 +236,21 @@ def unseen_table(runs:list[dict]) -> str:
 
 
 def pooled_table(runs:list[dict], n_boot:int) -> tuple[str, dict]:
-    "Per arm and knowledge prompt: the pooled mean paired difference over unseen findings × runs with its bootstrap CI (issue 19's criterion)."
-    lines, res = ['| arm | prompt | runs | pairs | mean (prompt − name) | 95 % CI | CI above 0 |', '|---|---|---|---|---|---|---|'], {}
+    """Per arm and knowledge prompt: the pooled mean paired difference over unseen findings × runs with its bootstrap CI and
+    the prompt's pooled AUROC with its CI (issue 19's criterion: both intervals above 0 and 0.5), and the difference's CI
+    with the runs as the random unit."""
+    f2 = lambda ci: f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else 'n/a'
+    lines, res = ['| arm | prompt | runs | pairs | mean (prompt − name) | 95 % CI (images) | 95 % CI (runs) | prompt AUROC [95 % CI] | criterion met (images; also runs) |',
+                  '|---|---|---|---|---|---|---|---|---|'], {}
     for arm in dict.fromkeys(r['arm'] for r in runs):
         rs = [r for r in runs if r['arm'] == arm]
         for q in KNOWLEDGE_PROMPTS:
             p = res.setdefault(arm, {})[q] = pooled_difference(rs, q, n_boot)
-            ci = p['ci']
+            ci, aci, rci = p['ci'], p['auroc_ci'], p['run_ci']
+            met = bool(ci and aci and ci[0] > 0 and aci[0] > .5)
             lines.append(f"| {arm} | {q} | {p['n_runs']} | {p['n_pairs']} | " + (f"{p['value']:+.3f}" if p['value'] is not None else 'n/a')
-                         + ' | ' + (f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else 'n/a') + ' | ' + ('yes' if ci and ci[0] > 0 else 'no') + ' |')
+                         + f" | {f2(ci)} | {f2(rci)} | " + (f"{p['auroc']:.3f} [{aci[0]:.3f}, {aci[1]:.3f}]" if aci else 'n/a')
+                         + ' | ' + ('yes' if met else 'no') + ('; ' + ('yes' if rci and rci[0] > 0 else 'no') if met else '') + ' |')
     return '\n'.join(lines), res
 
 

@@ -44,9 +44,13 @@ def test_pooled_difference(ab, tmp_path):
     from medklip.eval.metrics import weighted_auroc
     df = pd.read_csv(tmp_path/'r0'/'scores.csv')
     one = weighted_auroc(df['score:u1:aspects'].to_numpy(), df['label:u1'].to_numpy())[0] - weighted_auroc(df['score:u1:name'].to_numpy(), df['label:u1'].to_numpy())[0]
-    assert ab.pooled_difference([dict(runs[0], unseen={'u1': {}})], 'aspects', n_boot=0) == dict(value=pytest.approx(one), ci=None, n_runs=1, n_pairs=1)
+    auc = weighted_auroc(df['score:u1:aspects'].to_numpy(), df['label:u1'].to_numpy())[0]
+    assert ab.pooled_difference([dict(runs[0], unseen={'u1': {}})], 'aspects', n_boot=0) == dict(
+        value=pytest.approx(one), ci=None, n_runs=1, n_pairs=1, auroc=pytest.approx(auc), auroc_ci=None, run_ci=None)
+    assert p['auroc_ci'][0] > 0.5 and p['run_ci'][0] > 0                     # the prompt itself is above chance; so is each run
     txt, res = ab.pooled_table(runs, 50)
     assert '| aspects | aspects | 3 | 6 |' in txt and res['aspects']['aspects']['ci'][0] > 0
+    assert txt.splitlines()[-1].endswith('| yes; yes |') and txt.splitlines()[-2].endswith('| no |')   # aspects met, description not
 
 
 def test_aspect_aurocs(ab):

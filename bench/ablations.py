@@ -311,8 +311,9 @@ def aspect_transfer(W:dict, run:dict, split:str='test', kb_file:str='') -> str:
     """Per unseen finding and each of its aspects: does that aspect's query fire on the unseen finding's images? AUROC of the
     aspect query's score with the unseen finding's images as positives (those without a seen finding that carries the
     aspect), and, for comparison, with the images of the seen findings that carry the aspect as positives (without the
-    unseen finding); negatives in both are the images with no finding (seen or unseen) that carries it. An aspect detector that learned the attribute scores both high; one that learned its seen carriers'
-    looks scores only the second (markdown)."""
+    unseen finding); negatives in both are the images with no finding (seen or unseen) that carries it. An aspect
+    detector that learned the attribute scores both high; one that learned its seen carriers' looks scores only the
+    second (markdown; the rows are `aspect_aurocs`)."""
     import pandas as pd, torch
     from medklip.data.demo import read_manifest
     from medklip.eval.infer import Query, load_model, query_set, resolve_query, score_images

@@ -466,6 +466,12 @@ def _draw_composed(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, 
                 hx, hy = hilum(sd)
                 m |= _disk(u, v, hx, hy, rng.uniform(.045, .06), asp) & body
             img += k*.3*soft(m)
+        elif place == 'base':                     # a low, flattened diaphragm: air-filled lung where the top of the abdomen was
+            for sd in sides or ['right', 'left']:
+                _, _, c = _lung(u, v, g, sd); d = _dome(u, g, sd)
+                drop = rng.uniform(.035, .055) if big else rng.uniform(.02, .03)
+                m |= body & (v > d) & (v < d + drop*np.clip(1 - ((u - c)/(1.1*g['lung_hw']))**2, 0, 1))
+            img += k*.36*soft(m)
         elif dens == 'lucency':                   # a large gas-filled stomach under the left dome
             cu = .5 + g['lung_off'] - .02; r = rng.uniform(.06, .085)
             m = _disk(u, v, cu + rng.normal(0, .01), _dome(np.float32(cu), g, 'left') + r*.9, r, asp) & body & (v > _dome(u, g, 'left'))

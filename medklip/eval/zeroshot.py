@@ -163,13 +163,13 @@ def run_zeroshot(model, meta,                 # from `medklip.eval.infer.load_mo
 def scores_frame(test:Source, report:dict, scores:dict[str, np.ndarray]):
     "Per-image labels and scores as a DataFrame."
     import pandas as pd
-    df = pd.DataFrame(dict(image_id=test.ids, split=test.split))
+    cols = dict(image_id=test.ids, split=test.split)   # built whole, then one frame (column by column fragments it)
     col = {p: i for i, p in enumerate(test.pathologies)}
     for p, S in scores.items():
         for j, lab in enumerate(report['prompts'][p]['classes']):
-            if f'label:{lab}' not in df: df[f'label:{lab}'] = test.labels[:, col[lab]]
-            df[f'score:{lab}:{p}'] = S[:, j]
-    return df
+            if f'label:{lab}' not in cols: cols[f'label:{lab}'] = test.labels[:, col[lab]]
+            cols[f'score:{lab}:{p}'] = S[:, j]
+    return pd.DataFrame(cols)
 
 # %% ../../nbs/32_eval.zeroshot.ipynb #00e42512
 def zeroshot_parser() -> argparse.ArgumentParser:

@@ -39,7 +39,8 @@ aspects query land among the seen findings. It shows the cosine similarity of th
 the mean of its aspect phrase embeddings) and of the model's per-image score vectors on the test split, and
 names the three nearest seen findings of each. A second table asks, per unseen finding and each of its aspects,
 whether that aspect's query fires on the unseen finding's images (AUROC) as it does on the images of the seen
-findings that carry the aspect (`aspect_transfer`): composition needs both.
+findings that carry the aspect (`aspect_transfer`; mean ± sd over the runs of the aspects and all-four arms):
+composition needs both.
 
 Arms (weights settable with --gkmvlp, --gkmvlp-attn, --medfilip, --aspect): plain = every method weight 0;
 gkmvlp = gkmvlp_weight 0.5 + gkmvlp_attn_weight 0.5 (the demo default); medfilip = medfilip_weight 1;
@@ -307,13 +308,14 @@ def aspect_aurocs(lab, S, names:list, asp:dict, seen:list, unseen:list) -> list[
     return out
 
 
-def aspect_transfer(W:dict, run:dict, split:str='test', kb_file:str='') -> str:
+def aspect_transfer(W:dict, runs:list, split:str='test', kb_file:str='') -> str:
     """Per unseen finding and each of its aspects: does that aspect's query fire on the unseen finding's images? AUROC of the
     aspect query's score with the unseen finding's images as positives (those without a seen finding that carries the
     aspect), and, for comparison, with the images of the seen findings that carry the aspect as positives (without the
     unseen finding); negatives in both are the images with no finding (seen or unseen) that carries it. An aspect
     detector that learned the attribute scores both high; one that learned its seen carriers' looks scores only the
-    second (markdown; the rows are `aspect_aurocs`)."""
+    second. One row per arm, unseen finding and aspect: mean ± sd over the given runs of that world (markdown; the
+    per-run rows are `aspect_aurocs`)."""
     import pandas as pd, torch
     from medklip.data.demo import read_manifest
     from medklip.eval.infer import Query, load_model, query_set, resolve_query, score_images
@@ -324,17 +326,25 @@ def aspect_transfer(W:dict, run:dict, split:str='test', kb_file:str='') -> str:
     idx = pd.read_csv(Path(W['store'])/'index.csv'); idx = idx[idx.split == split]
     lab = pd.read_csv(Path(W['demo'])/'demo'/'labels.csv').set_index('dicom_id').loc[idx.image_id]
     names = sorted({a for f in unseen for a in asp.get(f, ())})
-    if not names: return ''
-    model, meta = load_model(Path(run['dir'])/'model')
-    qs = query_set([Query(n, '', 'aspects', n, 'aspects', (n,)) for n in names], meta, kb=kb)   # each aspect alone (its own geometric mean)
+    if not names or not runs: return ''
     ims = np.load(Path(W['store'])/'images.npy', mmap_mode='r')
     torch.set_num_threads(1)
-    S = np.concatenate([score_images(model, np.asarray(ims[idx.row.to_numpy()[i:i + 64]]), qs, meta)[0] for i in range(0, len(idx), 64)])
-    lines = [f"world {W['name']}, run {run['arm']} seed {run['seed']}, {split} split: each unseen finding's aspect queries, AUROC on the unseen "
-             f"finding's images vs on the images of the seen findings that carry the aspect (each without the other; negatives: images with no finding that carries it)",
-             '| unseen finding | aspect | on the unseen finding (n) | on its seen carriers (n) | seen carriers |', '|---|---|---|---|---|']
-    for r in aspect_aurocs(lab, S, names, asp, seen, unseen):
-        lines.append(f"| {r['finding']} | {r['aspect']} | {r['unseen_auroc']:.3f} ({r['n_unseen']}) | {r['seen_auroc']:.3f} ({r['n_seen']}) | {', '.join(r['carriers'])} |")
+    rows = []
+    for run in runs:
+        model, meta = load_model(Path(run['dir'])/'model')
+        qs = query_set([Query(n, '', 'aspects', n, 'aspects', (n,)) for n in names], meta, kb=kb)   # each aspect alone (its own geometric mean)
+        S = np.concatenate([score_images(model, np.asarray(ims[idx.row.to_numpy()[i:i + 64]]), qs, meta)[0] for i in range(0, len(idx), 64)])
+        rows += [dict(r, arm=run['arm'], seed=run['seed']) for r in aspect_aurocs(lab, S, names, asp, seen, unseen)]
+    df = pd.DataFrame(rows)
+    ms = lambda x: f"{x.mean():.3f}" + (f" ± {x.std():.3f}" if len(x) > 1 else '')
+    tags = ', '.join(sorted({f"{r['arm']} s{r['seed']}" for r in runs}))
+    lines = [f"world {W['name']}, {split} split, runs {tags}: each unseen finding's aspect "
+             f"queries, AUROC on the unseen finding's images vs on the images of the seen findings that carry the aspect (each without "
+             f"the other; negatives: images with no finding that carries it); mean ± sd over runs, n = mean positives",
+             '| arm | unseen finding | aspect | on the unseen finding (n) | on its seen carriers (n) | seen carriers |', '|---|---|---|---|---|---|']
+    for (arm, f, a), g in df.groupby(['arm', 'finding', 'aspect'], sort=False):
+        lines.append(f"| {arm} | {f} | {a} | {ms(g.unseen_auroc)} ({g.n_unseen.mean():.0f}) | {ms(g.seen_auroc)} ({g.n_seen.mean():.0f}) | "
+                     f"{', '.join(g.carriers.iloc[0])} |")
     return '\n'.join(lines)
 
 
@@ -392,7 +402,8 @@ def main():
             rs = [r for r in runs if r['world'] == W['name']]
             best = next((r for r in rs if r['arm'] == 'aspects'), rs[0])
             print(); print(landing(W, best, kb_file=a.kb_file))
-            print(); print(aspect_transfer(W, best, a.split, a.kb_file))
+            trained = [r for r in rs if r['arm'] in ('aspects', 'all')] or [best]   # runs whose aspect queries were trained
+            print(); print(aspect_transfer(W, trained, a.split, a.kb_file))
     print(json.dumps(dict(epochs=a.epochs or base.get('epochs'), worlds=[W['name'] for W in worlds], seeds=a.seeds, pooled=res, runs=runs)))
 
 

@@ -76,7 +76,7 @@ class DemoParams:
     missed_rate: float = .08                  # chance a drawn seen finding goes unmentioned in its report (label noise)
     hedge_rate: float = .1                    # chance a clearly drawn seen finding is reported hedged (uncertain) all the same
     mimic_rate: float = .06                   # chance an image shows a skin fold: a thin white line over an upper lung, the classic pneumothorax mimic
-    world: str = 'classic'                    # which findings: 'classic' (8 seen, 1 unseen) or 'compositional' (28 seen, 4 unseen, one attribute vocabulary)
+    world: str = 'classic'                    # which findings: 'classic' (8 seen, 1 unseen) or 'compositional' (30 seen, 4 unseen, one attribute vocabulary)
     exposure: float = 1.                      # spread of the per-image exposure (gamma, contrast, brightness, gradient): 1 as drawn so far, 0 none
 
     def __post_init__(self):

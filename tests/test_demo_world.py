@@ -118,3 +118,18 @@ def test_reports_name_present_findings_by_term_and_words():
     assert 'pneumoperitoneum' not in all_text and 'free air' not in all_text
     assert any(t in all_text for t in spec['findings']['nodule']['terms'])
     assert any(w in all_text for w in spec['words']['noun']['round'])     # the attribute phrasing is used too
+
+
+def test_corpus_redrawn_when_its_generator_changes(corpus):
+    "A corpus counts as complete only when drawn by this code from these world files (a local marker DVC ignores)."
+    from medklip.data.demo import GENERATOR_FILE, _generator_hash, _is_complete
+    p = DemoParams(world=W, seed=5, n_patients=24, size=(96, 112), unseen_rate=1., exposure=.3)
+    marker = corpus / GENERATOR_FILE
+    assert marker.read_text().strip() == _generator_hash() and _is_complete(corpus, p)
+    try:
+        marker.write_text('0' * 16 + '\n')               # as if the renderer or a world file had been edited since
+        assert not _is_complete(corpus, p)
+        marker.unlink()                                  # a corpus from before the marker existed
+        assert not _is_complete(corpus, p)
+    finally: marker.write_text(_generator_hash() + '\n')
+    assert GENERATOR_FILE in (Path(__file__).parents[1] / '.dvcignore').read_text().split()

@@ -19,9 +19,9 @@ from ..core import MedklipError, resource_path, save_json, load_params
 from ..vocab import ENTITIES, POSITIONS
 
 # %% auto #0
-__all__ = ['CHEXPERT_COLUMNS', 'FORMAT_VERSION', 'WORLDS', 'demo_spec', 'demo_findings', 'unseen_finding', 'DemoParams',
-           'draw_geometry', 'anatomy_map', 'render_image', 'write_report', 'read_manifest', 'generate_demo',
-           'demo_data_cli']
+__all__ = ['CHEXPERT_COLUMNS', 'FORMAT_VERSION', 'WORLDS', 'GENERATOR_FILE', 'demo_spec', 'demo_findings', 'unseen_finding',
+           'DemoParams', 'draw_geometry', 'anatomy_map', 'render_image', 'write_report', 'read_manifest',
+           'generate_demo', 'demo_data_cli']
 
 # %% ../../nbs/04_data.demo.ipynb #ef41b6e5
 CHEXPERT_COLUMNS = ['Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Enlarged Cardiomediastinum', 'Fracture',
@@ -698,10 +698,22 @@ def read_manifest(out) -> dict|None:
     try: return json.loads(mp.read_text())
     except (OSError, ValueError): return None
 
+GENERATOR_FILE = '.generator'   # in a corpus folder: the hash of what drew it (`_generator_hash`); .dvcignore keeps it out of data.dvc
+
+def _generator_hash() -> str:
+    "Hash of what draws a corpus: this module's source and the world files. A corpus drawn by other code or worlds is redrawn."
+    import medklip.data.demo as mod   # the module itself, also when this runs in its notebook
+    h = hashlib.sha256(Path(mod.__file__).read_bytes())
+    for f in sorted(set(WORLDS.values())): h.update(resource_path(f).read_bytes())
+    return h.hexdigest()[:16]
+
 def _is_complete(out:Path, p:DemoParams) -> bool:
-    "Whether `out` already holds the complete corpus of exactly these parameters."
+    "Whether `out` already holds the complete corpus of exactly these parameters, drawn by this code from these world files."
     m = read_manifest(out)
     if not m or m.get('format') != 'medklip-demo-cxr' or m.get('version') != FORMAT_VERSION or m.get('params') != p.to_dict(): return False
+    try:
+        if (out/GENERATOR_FILE).read_text().strip() != _generator_hash(): return False
+    except OSError: return False
     try: meta = pd.read_csv(out/'mimic-cxr-2.0.0-metadata.csv', usecols=['dicom_id', 'subject_id', 'study_id'])
     except (OSError, ValueError): return False
     return len(meta) == m['n_images'] and all((out/f"files/p{str(s)[:2]}/p{s}/s{t}/{d}.jpg").exists()
@@ -720,6 +732,7 @@ def generate_demo(out,                         # folder to hold the corpus (crea
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         manifest = _generate(tmp, p)
+        (tmp/GENERATOR_FILE).write_text(_generator_hash() + '\n')
         if out.exists():
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-")); os.replace(out, old/'x')
             os.replace(tmp, out); shutil.rmtree(old, ignore_errors=True)

@@ -43,7 +43,7 @@ findings that carry the aspect (`aspect_transfer`; mean ± sd over the runs of t
 composition needs both.
 
 Arms (weights settable with --gkmvlp, --gkmvlp-attn, --medfilip, --aspect): plain = every method weight 0;
-gkmvlp = gkmvlp_weight 0.5 + gkmvlp_attn_weight 0.5 (the demo default); medfilip = medfilip_weight 1;
+gkmvlp = gkmvlp_weight 0.5 + gkmvlp_attn_weight 0.5; medfilip = medfilip_weight 1;
 aspects = aspect_weight 1; all = the four together.
 """
 from __future__ import annotations

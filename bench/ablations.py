@@ -327,23 +327,22 @@ def aspect_transfer(W:dict, runs:list, split:str='test', kb_file:str='') -> str:
     lab = pd.read_csv(Path(W['demo'])/'demo'/'labels.csv').set_index('dicom_id').loc[idx.image_id]
     names = sorted({a for f in unseen for a in asp.get(f, ())})
     if not names or not runs: return ''
-    ims = np.load(Path(W['store'])/'images.npy', mmap_mode='r')
+    X = np.asarray(np.load(Path(W['store'])/'images.npy', mmap_mode='r')[idx.row.to_numpy()])   # the split's images, read once for every run
     torch.set_num_threads(1)
     rows = []
     for run in runs:
         model, meta = load_model(Path(run['dir'])/'model')
         qs = query_set([Query(n, '', 'aspects', n, 'aspects', (n,)) for n in names], meta, kb=kb)   # each aspect alone (its own geometric mean)
-        S = np.concatenate([score_images(model, np.asarray(ims[idx.row.to_numpy()[i:i + 64]]), qs, meta)[0] for i in range(0, len(idx), 64)])
+        S = np.concatenate([score_images(model, X[i:i + 64], qs, meta)[0] for i in range(0, len(X), 64)])
         rows += [dict(r, arm=run['arm'], seed=run['seed']) for r in aspect_aurocs(lab, S, names, asp, seen, unseen)]
     df = pd.DataFrame(rows)
-    ms = lambda x: f"{x.mean():.3f}" + (f" ± {x.std():.3f}" if len(x) > 1 else '')
     tags = ', '.join(sorted({f"{r['arm']} s{r['seed']}" for r in runs}))
     lines = [f"world {W['name']}, {split} split, runs {tags}: each unseen finding's aspect "
              f"queries, AUROC on the unseen finding's images vs on the images of the seen findings that carry the aspect (each without "
              f"the other; negatives: images with no finding that carries it); mean ± sd over runs, n = mean positives",
              '| arm | unseen finding | aspect | on the unseen finding (n) | on its seen carriers (n) | seen carriers |', '|---|---|---|---|---|---|']
     for (arm, f, a), g in df.groupby(['arm', 'finding', 'aspect'], sort=False):
-        lines.append(f"| {arm} | {f} | {a} | {ms(g.unseen_auroc)} ({g.n_unseen.mean():.0f}) | {ms(g.seen_auroc)} ({g.n_seen.mean():.0f}) | "
+        lines.append(f"| {arm} | {f} | {a} | {ms(g.unseen_auroc.dropna())} ({g.n_unseen.mean():.0f}) | {ms(g.seen_auroc.dropna())} ({g.n_seen.mean():.0f}) | "
                      f"{', '.join(g.carriers.iloc[0])} |")
     return '\n'.join(lines)
 

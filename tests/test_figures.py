@@ -122,6 +122,21 @@ def test_executed_notebooks_keep_no_live_widgets(tmp_path, monkeypatch):
     assert 'TQDM_DISABLE' not in os.environ
 
 
+def test_report_outputs_do_not_depend_on_timing(tmp_path, capsys):
+    "Stdout flushed in two chunks (a busy machine) is saved as one output, as on an idle one; stderr goes to the log, not the report."
+    import nbformat
+    from medklip.viz.figures import _strip_run_metadata
+    def run(chunks):
+        nb = nbformat.v4.new_notebook(); c = nbformat.v4.new_code_cell('x', id='c0')
+        c.outputs = [nbformat.v4.new_output('stream', name=n, text=t) for n, t in chunks] + [nbformat.v4.new_output('display_data', data={'text/plain': 'fig'})]
+        nb.cells = [c]; p = tmp_path/'x.ipynb'; nbformat.write(nb, p); _strip_run_metadata(p)
+        return p.read_bytes()
+    idle = run([('stdout', 'a\nb\n')])
+    busy = run([('stdout', 'a\n'), ('stderr', 'Matplotlib is building the font cache\n'), ('stdout', 'b\n')])
+    assert busy == idle
+    assert 'x.ipynb: Matplotlib is building the font cache' in capsys.readouterr().err
+
+
 def test_heatmap_gallery_without_regions(outputs):
     "MIMIC-layout data read by the `mimic` loader (no boxes, no masks): heatmaps without outlines, and the page says so."
     torch = pytest.importorskip('torch')

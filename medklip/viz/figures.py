@@ -4,7 +4,7 @@
 
 # %% ../../nbs/42_viz.figures.ipynb #488bab89
 from __future__ import annotations
-import argparse, contextlib, json, os, shutil, tempfile
+import argparse, contextlib, json, os, shutil, sys, tempfile
 from pathlib import Path
 
 import numpy as np
@@ -568,16 +568,32 @@ def _quiet_kernel_env():
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v
 
+def _steady_outputs(outputs:list, log=None) -> list:
+    """A cell's outputs in a form that does not depend on timing or on the machine: consecutive stream outputs of one name
+    merged (the kernel flushes stdout in chunks whose boundaries depend on load), and stderr (warnings, which depend on
+    installed versions and caches) passed to `log` instead of kept in the report."""
+    kept = []
+    for o in outputs:
+        if o.get('output_type') == 'stream' and o.get('name') == 'stderr':
+            if log: log(o.get('text', ''))
+            continue
+        if o.get('output_type') == 'stream' and kept and kept[-1].get('output_type') == 'stream' and kept[-1].get('name') == o.get('name'):
+            kept[-1]['text'] = kept[-1].get('text', '') + o.get('text', '')
+            continue
+        kept.append(o)
+    return kept
+
 def _strip_run_metadata(path:Path):
     "Drop papermill's timestamps and durations and the widget state from an executed notebook, so a re-run writes the same bytes."
     import nbformat
     nb = nbformat.read(path, as_version=4)
     nb.metadata.pop('papermill', None)
     nb.metadata.pop('widgets', None)   # ipywidgets state: random model ids, and no live widget in a static report
+    echo = lambda t: sys.stderr.write(f"{path.name}: {t}" + ('' if t.endswith('\n') else '\n'))
     for i, c in enumerate(nb.cells):
         c.metadata.pop('papermill', None); c.metadata.pop('execution', None)
         if c.cell_type == 'code':   # live widgets (a progress bar) have no place in a static report and carry random ids
-            c.outputs = [o for o in c.outputs if 'application/vnd.jupyter.widget-view+json' not in o.get('data', {})]
+            c.outputs = _steady_outputs([o for o in c.outputs if 'application/vnd.jupyter.widget-view+json' not in o.get('data', {})], echo)
         if 'injected-parameters' in c.metadata.get('tags', []): c['id'] = f'injected-parameters-{i}'   # papermill draws a random id
     with atomic_write(path, encoding='utf-8') as f: nbformat.write(nb, f)
 

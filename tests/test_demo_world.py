@@ -30,6 +30,13 @@ def test_world_size_and_attribute_coverage():
     assert all(set(TYPES) <= set(_attrs(k)) for k in seen + unseen)    # every finding states every attribute type
 
 
+def test_density_not_confounded_with_size():
+    "Each density an unseen finding has is carried by seen findings of both sizes, so a density query cannot learn it as one size."
+    seen, unseen = demo_findings(seen=True, world=W), demo_findings(seen=False, world=W)
+    for d in {_attrs(u)['density'] for u in unseen}:
+        assert {_attrs(k)['size'] for k in seen if _attrs(k)['density'] == d} == {'small', 'large'}, d
+
+
 def test_each_finding_its_own_combination_and_unseen_ones_new():
     "No two findings share an attribute tuple; each unseen finding combines values that seen findings carry, in a combination none of them has."
     seen, unseen = demo_findings(seen=True, world=W), demo_findings(seen=False, world=W)

@@ -76,7 +76,7 @@ class DemoParams:
     missed_rate: float = .08                  # chance a drawn seen finding goes unmentioned in its report (label noise)
     hedge_rate: float = .1                    # chance a clearly drawn seen finding is reported hedged (uncertain) all the same
     mimic_rate: float = .06                   # chance an image shows a skin fold: a thin white line over an upper lung, the classic pneumothorax mimic
-    world: str = 'classic'                    # which findings: 'classic' (8 seen, 1 unseen) or 'compositional' (30 seen, 4 unseen, one attribute vocabulary)
+    world: str = 'classic'                    # which findings: 'classic' (8 seen, 1 unseen) or 'compositional' (31 seen, 4 unseen, one attribute vocabulary)
     exposure: float = 1.                      # spread of the per-image exposure (gamma, contrast, brightness, gradient): 1 as drawn so far, 0 none
 
     def __post_init__(self):
@@ -394,6 +394,12 @@ def _draw_composed(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, 
             sg = 1 if rng.random() < .5 else -1
             p0, p1 = (.5 + sg*rng.uniform(.2, .28), rng.uniform(.1, .14)), (.5 + sg*.03, rng.uniform(.2, .24))
             segs = [(p0, p1), (p1, (.5 + sg*.02, rng.uniform(.36, .42)))]
+        elif place == 'mid zone':                 # air bronchograms: short lines branching from one point inside the mid lung
+            cy, cx = _pick_centre(rng, allowed, .03*w)
+            c0, t0 = (u[cy, cx], v[cy, cx]), rng.uniform(0, 2*np.pi)
+            for t in t0 + np.array([0., .8, -.8]) + rng.normal(0, .1, 3):
+                ln = rng.uniform(.04, .06)
+                segs.append((c0, (c0[0] + ln*np.cos(t), c0[1] + ln*np.sin(t)/asp)))
         elif place == 'heart':                    # a pacer lead: from a left upper generator down into the heart
             p0, p1 = (.5 + rng.uniform(.2, .26), rng.uniform(.12, .16)), (.5 + .02, rng.uniform(.3, .34))
             segs = [(p0, p1), (p1, (.5 + rng.uniform(.06, .1), g['heart_y'] + rng.uniform(0, .06)))]

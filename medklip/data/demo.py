@@ -340,6 +340,13 @@ def _lines(u, v, segs, width, asp):
     "Pixels within `width` (width units) of any of the segments [(p0, p1), ...]."
     return np.min([_segment_dist(u, v, p0, p1, asp) for p0, p1 in segs], axis=0) < width
 
+def _from_mediastinum(u, v, lungs):
+    "Distance (width units) of every pixel from the mediastinum: the pixels between the two lungs, from their apices down."
+    ys, xs = np.nonzero(lungs)
+    if not len(ys): return np.full(u.shape, np.inf, np.float32)
+    med = ~lungs & (np.abs(u - .5) < .2) & (v > v[ys, xs].min()) & (v < v[ys, xs].max())
+    return ndimage.distance_transform_edt(~med)/u.shape[1]
+
 def _draw_composed(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, scale:float=1., world:str='compositional'):
     """Add one finding of a compositional world to `img` (in place, additively) from its attributes alone: density sets the
     sign and strength, shape the primitive (round, patchy, linear, crescent, meniscus, hazy, wide), place where it is anchored,
@@ -460,12 +467,14 @@ def _draw_composed(rng, name, position, faint, img, u, v, g, anat, lungs, h, w, 
             m = anat == spec['region_id']['heart_size']
             attrs['size'] = 'mild' if g['ctr'] < .56 else 'moderate' if g['ctr'] < .61 else 'severe'
         elif place == 'mediastinum' and big:      # both mediastinal edges pushed out into the upper lungs
-            wd = rng.uniform(.03, .05)
-            m = (np.abs(u - .5) < .075 + wd) & (v > .08) & (v < g['hilum_y'] + .02) & lungs
+            wd = rng.uniform(.03, .05)            # the band of lung next to the mediastinum, measured from the lungs' inner edges
+            m = (_from_mediastinum(u, v, lungs) < wd) & (v > .08) & (v < g['hilum_y'] + .02) & lungs
             img += k*.36*soft(m)
         elif place == 'mediastinum':              # a bulging aortic knob: the left upper mediastinal contour
-            r = rng.uniform(.035, .05)
-            m = _disk(u, v, .5 + .075 + rng.uniform(0, .015), rng.uniform(.17, .22), r, asp) & lungs & (u > .5)
+            r, cv = rng.uniform(.035, .05), rng.uniform(.17, .22)
+            row = lungs & (u > .5) & (np.abs(v - cv) < .01)      # centred on the left lung's inner edge at that height
+            cu = float(u[row].min()) if row.any() else .5 + g['lung_off'] - g['lung_hw']
+            m = _disk(u, v, cu, cv, r, asp) & lungs & (u > .5)
             img += k*.36*soft(m)
         elif place == 'hilum':                    # a larger, denser hilum
             for sd in sides:

@@ -18,12 +18,9 @@ Prints, per world, the seen findings' probe quantiles and every unseen finding's
 line of JSON with all AUROCs.
 """
 from __future__ import annotations
-import argparse, json, sys
+import argparse, json
 from pathlib import Path
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))
 
 
 def probe_auroc(F:np.ndarray, y:np.ndarray, folds:int=5, C:float=.01, seed:int=0) -> float:

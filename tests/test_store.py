@@ -36,8 +36,13 @@ def test_store_contents(tmp_path):
     assert st.labels.dtype == np.float32 and st.labels[:, 0].tolist() == [k % 2 for k in range(8)]
     assert st.pathologies == ["Tuberculosis"] and meta["skipped"] == []
     assert np.array_equal(st.images[3], resize_uint8(read_image(tmp_path / f"images/{ids[3]}.png")[0], 24))
-    assert abs(meta["mean"] - st.images[:].mean() / 255) < 1e-6 and abs(meta["std"] - (st.images[:] / 255).std()) < 1e-6
     parts = [st.split_indices(s) for s in ("train", "validate", "test")]
+    tr = parts[0]; assert 0 < len(tr) < 8 and meta["stats_from"] == "train"   # no validate/test pixel in the input normalisation
+    assert abs(meta["mean"] - st.images[tr].mean() / 255) < 1e-6 and abs(meta["std"] - (st.images[tr] / 255).std()) < 1e-6
+    assert abs(meta["mean"] - st.images[:].mean() / 255) > 1e-4
+    ev = prepare_store("tb", tmp_path, tmp_path / "ev", size=24, splits=["test"], progress=False)   # no train row: all rows
+    est = ImageStore(tmp_path / "ev")
+    assert ev["stats_from"] == "all" and abs(ev["mean"] - est.images[:].mean() / 255) < 1e-6
     assert sorted(np.concatenate(parts).tolist()) == list(range(8))
     assert (st.index["split"].to_numpy()[parts[0]] == "train").all()
 

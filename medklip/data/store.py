@@ -155,32 +155,38 @@ def _rel(path, root) -> str:
 
 _PROGRESS = 'progress.npz'
 
-def _save_progress(tmp:Path, arr, done:int, ok, hw, s1:float, s2:float, skipped:list):
+def _save_progress(tmp:Path, arr, done:int, ok, hw, s1, s2, skipped:list):
     "Flush the written rows, then record (atomically) that the first `done` images are finished."
     arr.flush()
     with open(tmp/'progress.tmp.npz', 'wb') as f:
-        np.savez(f, done=done, ok=ok[:done], hw=hw[:done], sums=np.array([s1, s2]), skipped=json.dumps(skipped))
+        np.savez(f, done=done, ok=ok[:done], hw=hw[:done], sums=np.stack([s1, s2]), skipped=json.dumps(skipped))
     os.replace(tmp/'progress.tmp.npz', tmp/_PROGRESS)
 
 def _resume(tmp:Path, n:int, size:int):
-    "(images memmap, done, ok, hw, s1, s2, skipped) of an interrupted run in `tmp`, or a fresh start."
+    "(images memmap, done, ok, hw, s1, s2, skipped) of an interrupted run in `tmp`, or a fresh start; s1, s2: pixel sums (all, train)."
     ok = np.zeros(n, bool); hw = np.zeros((n, 2), np.int64)
     f = tmp/'images.full.npy'
     if f.exists() and (tmp/_PROGRESS).exists():
         try:
             arr = np.load(f, mmap_mode='r+')
             with np.load(tmp/_PROGRESS) as p:
-                done = int(p['done']); ok[:done], hw[:done] = p['ok'], p['hw']; s1, s2 = map(float, p['sums'])
+                done = int(p['done']); ok[:done], hw[:done] = p['ok'], p['hw']; s1, s2 = p['sums'].astype(np.float64).reshape(2, 2)
                 skipped = json.loads(str(p['skipped']))
             if arr.shape == (n, size, size) and 0 <= done <= n: return arr, done, ok, hw, s1, s2, skipped
         except (OSError, ValueError, KeyError): pass   # unreadable progress: start again
     for g in tmp.iterdir(): g.unlink()
-    return np.lib.format.open_memmap(f, mode='w+', dtype=np.uint8, shape=(n, size, size)), 0, ok, hw, 0., 0., []
+    return np.lib.format.open_memmap(f, mode='w+', dtype=np.uint8, shape=(n, size, size)), 0, ok, hw, np.zeros(2), np.zeros(2), []
+
+def _split_or_none(s) -> str|None:
+    "A row's canonical split, or None when it has none or an unknown one."
+    try: return norm_split(s) if isinstance(s, str) else None
+    except MedklipError: return None
 
 def _write_store(ds, rows, paths, tmp:Path, size:int, workers:int, progress:bool, dataset:str, splits, draft:bool, log) -> dict:
     from medklip.core import progress as progress_bar
     n = len(rows)
     arr, done, ok, hw, s1, s2, skipped = _resume(tmp, n, size)
+    train = (ds.csv['split'].iloc[rows].map(_split_or_none) == 'train').to_numpy()   # mean/std come from the train rows when there are any
     if done: log(f"medklip prepare: resuming an interrupted run at image {done} of {n} ({tmp})")
     every = max(256, 32 * workers)
     jobs = ((p, size, draft) for p in paths[done:])
@@ -194,7 +200,7 @@ def _write_store(ds, rows, paths, tmp:Path, size:int, workers:int, progress:bool
                 skipped.append(dict(path=rel, reason=str(reason).replace(str(paths[k]), rel)))
             else:
                 arr[k], hw[k], ok[k] = img, shape, True
-                f = img.astype(np.float64); s1 += f.sum(); s2 += (f*f).sum()
+                f = img.astype(np.float64); w = np.array([1., train[k]]); s1 += w*f.sum(); s2 += w*(f*f).sum()
             if (k + 1) % every == 0: _save_progress(tmp, arr, k + 1, ok, hw, s1, s2, skipped)
     finally:
         if pool: pool.shutdown(cancel_futures=True)
@@ -214,9 +220,10 @@ def _write_store(ds, rows, paths, tmp:Path, size:int, workers:int, progress:bool
                               image_path=[_rel(q, ds.root) for q in c['image_path']], orig_h=hw[ok, 0], orig_w=hw[ok, 1]))
     index.to_csv(tmp/'index.csv', index=False)
     np.save(tmp/'labels.npy', ds.labels[sel].astype(np.float32))
-    npx = float(m) * size * size
-    mean = s1 / npx / 255.; std = float(np.sqrt(max(s2 / npx / 255.**2 - mean**2, 0.)))
-    meta = dict(dataset=dataset, root=_rel(ds.root, Path.cwd()), size=size, pathologies=ds.pathologies, mean=mean, std=std, n=m,
+    n_train = int((ok & train).sum()); j = 1 if n_train else 0   # no train row (an evaluation store): all rows
+    npx = float(n_train if j else m) * size * size
+    mean = float(s1[j] / npx / 255.); std = float(np.sqrt(max(s2[j] / npx / 255.**2 - mean**2, 0.)))
+    meta = dict(dataset=dataset, root=_rel(ds.root, Path.cwd()), size=size, pathologies=ds.pathologies, mean=mean, std=std, stats_from='train' if j else 'all', n=m,
                 skipped=skipped, split=[norm_split(s) for s in splits] if splits else None, n_requested=n, jpeg_draft=bool(draft))
     save_json(meta, tmp/'meta.json')
     return meta

@@ -177,16 +177,11 @@ def _resume(tmp:Path, n:int, size:int):
     for g in tmp.iterdir(): g.unlink()
     return np.lib.format.open_memmap(f, mode='w+', dtype=np.uint8, shape=(n, size, size)), 0, ok, hw, np.zeros(2), np.zeros(2), []
 
-def _split_or_none(s) -> str|None:
-    "A row's canonical split, or None when it has none or an unknown one."
-    try: return norm_split(s) if isinstance(s, str) else None
-    except MedklipError: return None
-
 def _write_store(ds, rows, paths, tmp:Path, size:int, workers:int, progress:bool, dataset:str, splits, draft:bool, log) -> dict:
     from medklip.core import progress as progress_bar
     n = len(rows)
     arr, done, ok, hw, s1, s2, skipped = _resume(tmp, n, size)
-    train = (ds.csv['split'].iloc[rows].map(_split_or_none) == 'train').to_numpy()   # mean/std come from the train rows when there are any
+    train = (ds.csv['split'].iloc[rows] == 'train').to_numpy()   # mean/std come from the train rows when there are any
     if done: log(f"medklip prepare: resuming an interrupted run at image {done} of {n} ({tmp})")
     every = max(256, 32 * workers)
     jobs = ((p, size, draft) for p in paths[done:])
@@ -220,8 +215,8 @@ def _write_store(ds, rows, paths, tmp:Path, size:int, workers:int, progress:bool
                               image_path=[_rel(q, ds.root) for q in c['image_path']], orig_h=hw[ok, 0], orig_w=hw[ok, 1]))
     index.to_csv(tmp/'index.csv', index=False)
     np.save(tmp/'labels.npy', ds.labels[sel].astype(np.float32))
-    n_train = int((ok & train).sum()); j = 1 if n_train else 0   # no train row (an evaluation store): all rows
-    npx = float(n_train if j else m) * size * size
+    n_train = int((ok & train).sum()); j = int(n_train > 0)   # sums index: 1 train rows, 0 all rows (a store without train rows)
+    npx = float(n_train or m) * size * size
     mean = float(s1[j] / npx / 255.); std = float(np.sqrt(max(s2[j] / npx / 255.**2 - mean**2, 0.)))
     meta = dict(dataset=dataset, root=_rel(ds.root, Path.cwd()), size=size, pathologies=ds.pathologies, mean=mean, std=std, stats_from='train' if j else 'all', n=m,
                 skipped=skipped, split=[norm_split(s) for s in splits] if splits else None, n_requested=n, jpeg_draft=bool(draft))
